@@ -1,0 +1,13 @@
+"""maskdefense: mask-based adversarial defenses for image classifiers, and honest evaluation of them.
+
+Conventions (defined once, here and in the modules named):
+
+* images are float tensors ``(N, C, H, W)`` in ``[0, 1]``; normalization lives inside the models
+  (:mod:`maskdefense.validation`);
+* a mask is 1 where a pixel is **kept** and 0 where it is removed (:mod:`maskdefense.masking`);
+* a defense is an ``nn.Module`` returning logits; a randomized defense returns the log of its mean
+  softmax (:mod:`maskdefense.defenses.base`);
+* randomness comes from an explicit ``torch.Generator``.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,36 @@
+"""Adversarial attacks behind one registry and one spec syntax.
+
+>>> from maskdefense.attacks import parse_attacks, run_attack, list_attacks
+>>> specs = parse_attacks("pgd-linf:eps=0.3;cw-l2:eps=1.5,steps=100")
+>>> specs[0].params            # every parameter, Foolbox's defaults filled in
+>>> x_adv = run_attack(specs[0], model, x, y, generator=torch.Generator().manual_seed(0))
+>>> parse_attacks("suite:mad-table5-mnist")   # the 23 attack rows of MAD's Table 5 (MNIST)
+
+Attacks come from Foolbox 3 (FGSM/FGM, BIM, PGD in L1/L2/Linf, CW-L2, DeepFool L2/Linf, EAD) and
+AutoAttack (``pyautoattack``: ``standard`` and ``rand``); MI-FGSM and diverse-input variants are ours
+(:mod:`maskdefense.attacks.momentum`, tested against Foolbox). Adaptive-attack wrappers: :class:`EOT`,
+:class:`BPDA`, :class:`DiverseInputModel`. Attacks return raw examples; :mod:`maskdefense.eval`
+verifies them and decides success.
+"""
+
+from __future__ import annotations
+
+from .base import ATTACKS, NORMS, Attack, AttackDef, ParamSpec, SpecError, attack_def, list_attacks, register_attack
+from . import library as _library  # noqa: F401  (registers Foolbox and AutoAttack attacks)
+from . import momentum as _momentum  # noqa: F401  (registers MI-FGSM / DI)
+from .momentum import diverse_input, mi_fgsm
+from .run import run_attack, seed_from_generator
+from .spec import (
+    AttackSpec, format_value, parse_attack_spec, parse_attacks, parse_overrides, parse_params, parse_value,
+    resolve_spec,
+)
+from .suites import SUITES, Suite, SuiteRow, get_suite, list_suites
+from .wrappers import BPDA, EOT, DiverseInputModel, bpda
+
+__all__ = [
+    "ATTACKS", "NORMS", "Attack", "AttackDef", "ParamSpec", "SpecError", "attack_def", "list_attacks",
+    "register_attack", "AttackSpec", "parse_attack_spec", "parse_attacks", "parse_overrides", "parse_params",
+    "parse_value", "format_value", "resolve_spec", "run_attack", "seed_from_generator", "mi_fgsm",
+    "diverse_input", "SUITES", "Suite", "SuiteRow", "get_suite", "list_suites", "EOT", "BPDA", "bpda",
+    "DiverseInputModel",
+]

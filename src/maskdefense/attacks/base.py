@@ -1,0 +1,226 @@
+"""Attack definitions, typed parameters and the ``ATTACKS`` registry.
+
+An attack is described once, as data (:class:`AttackDef`): its registered name, the family and norm it
+belongs to, the library that implements it, and its parameters (:class:`ParamSpec`) with the
+*library's own defaults*. A user writes an attack as a spec string (``"pgd-linf:eps=0.3,steps=40"``,
+see :mod:`maskdefense.attacks.spec`); resolving it fills in every default, so the resolved
+:class:`~maskdefense.attacks.spec.AttackSpec` records every parameter the attack ran with.
+
+Attacks return raw adversarial examples only. Whether they are valid (inside the epsilon ball, inside
+``[0, 1]``) and whether they succeed is decided by the evaluation harness (:mod:`maskdefense.eval`),
+never by the attack.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .spec import AttackSpec
+
+__all__ = [
+    "ParamSpec", "AttackDef", "Attack", "ATTACKS", "SpecError", "attack_def", "list_attacks",
+    "register_attack", "NORMS",
+]
+
+#: Norm names used everywhere in maskdefense (lower case); ``"linf"`` is the max norm.
+NORMS = ("l0", "l1", "l2", "linf")
+
+
+class SpecError(ValueError):
+    """A malformed attack/defense spec: unknown parameter, bad value, missing epsilon, bad syntax."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of an attack.
+
+    ``type`` is ``"float"``, ``"int"``, ``"bool"`` or ``"str"``; ``nullable`` allows ``None``;
+    ``choices`` restricts strings (matched case-insensitively, stored in the spelling given here);
+    ``minimum``/``exclusive`` bound numbers; ``required`` parameters have no default (``eps``);
+    ``allow_inf`` admits ``inf`` for a float (an unbounded minimum-norm attack).
+    """
+
+    name: str
+    type: str
+    default: Any = None
+    required: bool = False
+    nullable: bool = False
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    exclusive: bool = False
+    allow_inf: bool = False
+    doc: str = ""
+
+    def coerce(self, value: Any, attack: str = "") -> Any:
+        """Check ``value`` against this parameter and return it in canonical type; raise SpecError."""
+        where = f"{attack}: parameter {self.name!r}" if attack else f"parameter {self.name!r}"
+        if value is None:
+            if self.nullable:
+                return None
+            raise SpecError(f"{where} cannot be None")
+        t = self.type
+        if t == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise SpecError(f"{where} must be true or false, got {value!r}")
+        if t == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise SpecError(f"{where} must be an integer, got {value!r}")
+            self._check_bounds(float(value), where)
+            return int(value)
+        if t == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{where} must be a number, got {value!r}")
+            v = float(value)
+            if math.isnan(v):
+                raise SpecError(f"{where} must be a number, got nan")
+            if math.isinf(v) and not (self.allow_inf and v > 0):
+                raise SpecError(f"{where} must be finite, got {value!r}")
+            self._check_bounds(v, where)
+            return v
+        if t == "str":
+            if not isinstance(value, str):
+                value = str(value)
+            if self.choices is not None:
+                for c in self.choices:
+                    if c.lower() == value.lower():
+                        return c
+                raise SpecError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}")
+            return value
+        raise AssertionError(f"unknown parameter type {t!r}")  # pragma: no cover
+
+    def _check_bounds(self, v: float, where: str) -> None:
+        if self.minimum is None:
+            return
+        if self.exclusive and not v > self.minimum:
+            raise SpecError(f"{where} must be > {self.minimum:g}, got {v:g}")
+        if not self.exclusive and not v >= self.minimum:
+            raise SpecError(f"{where} must be >= {self.minimum:g}, got {v:g}")
+
+
+#: Runner signature: ``(definition, resolved params, target model, x, y, generator) -> x_adv``.
+Runner = Callable[["AttackDef", Mapping[str, Any], nn.Module, Tensor, Tensor, torch.Generator], Tensor]
+#: Resolver: ``(resolved params) -> (params with derived defaults, library settings to record)``.
+Resolver = Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class AttackDef:
+    """Static description of one registered attack.
+
+    name : registered spec name (``"pgd-linf"``).
+    family : human family name used for tables and plots (``"PGD"``).
+    norm : threat norm (``"l1"``, ``"l2"``, ``"linf"``), or ``None`` when a ``norm`` parameter sets it.
+    backend : ``"foolbox"``, ``"autoattack"`` or ``"maskdefense"`` (our own code, only where no
+        library has the attack).
+    implementation : dotted name of the implementing class or function.
+    kind : ``"fixed-epsilon"`` (the attack uses the budget), ``"minimization"`` (it searches the
+        smallest perturbation; the result is clipped to ``eps``) or ``"ensemble"`` (AutoAttack).
+    params : the parameters with the library's defaults (``eps`` first, required).
+    runner : produces raw adversarial examples (see :data:`Runner`).
+    aliases : alternative parameter names (``kappa`` -> ``confidence``).
+    resolver : fills derived defaults (``stepsize = eps / steps``) and library-internal settings.
+    randomized : the attack draws random numbers (random start, input diversity, AutoAttack).
+    eot_param : name of the attack's own EOT-samples parameter, if it has one (AutoAttack ``rand``).
+    reference : the paper the attack comes from.
+    """
+
+    name: str
+    family: str
+    norm: str | None
+    backend: str
+    implementation: str
+    kind: str
+    params: tuple[ParamSpec, ...]
+    runner: Runner
+    description: str = ""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    resolver: Resolver | None = None
+    randomized: bool = False
+    eot_param: str | None = None
+    reference: str = ""
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params if not p.required}
+
+
+class Attack:
+    """A resolved attack, callable as ``attack(model, x, y, generator=...) -> x_adv``.
+
+    ``ATTACKS.create("pgd-linf", eps=0.3)`` returns one. The result is the attack's raw output:
+    the harness verifies norms and range and decides success itself.
+    """
+
+    def __init__(self, spec: "AttackSpec") -> None:
+        self.spec = spec
+
+    @property
+    def definition(self) -> AttackDef:
+        return attack_def(self.spec.name)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *,
+                 generator: torch.Generator | None = None) -> Tensor:
+        from .run import run_attack
+
+        return run_attack(self.spec, model, x, y, generator)
+
+    def __repr__(self) -> str:
+        return f"Attack({self.spec.text!r})"
+
+
+ATTACKS: Registry[Attack] = Registry("attack")
+_DEFS: dict[str, AttackDef] = {}
+
+
+def register_attack(defn: AttackDef) -> AttackDef:
+    """Add an attack definition to :data:`ATTACKS` (``ATTACKS.create(name, **params)`` -> Attack)."""
+    names = [p.name for p in defn.params]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attack {defn.name!r} has duplicate parameters")
+    if not names or names[0] != "eps":
+        raise ValueError(f"attack {defn.name!r}: the first parameter must be eps")
+
+    def factory(**params: Any) -> Attack:
+        from .spec import resolve_spec
+
+        return Attack(resolve_spec(defn.name, params))
+
+    ATTACKS.add(defn.name, factory, defn.description)
+    _DEFS[defn.name.lower()] = defn
+    return defn
+
+
+def attack_def(name: str) -> AttackDef:
+    """The definition of a registered attack; :class:`UnknownNameError` lists close matches."""
+    ATTACKS.entry(name)  # raises UnknownNameError with suggestions
+    return _DEFS[name.lower()]
+
+
+def list_attacks(pattern: str = "*") -> list[str]:
+    return ATTACKS.list(pattern)
+
+
+

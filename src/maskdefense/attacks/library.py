@@ -1,0 +1,259 @@
+"""Attacks run through established libraries: Foolbox 3 and AutoAttack (``pyautoattack``).
+
+Foolbox attacks keep Foolbox's defaults, read from the attack classes' signatures at import time (so
+the recorded defaults are those of the installed Foolbox), except epsilon, which every spec sets. The
+attack gets a :class:`foolbox.PyTorchModel` with bounds ``(0, 1)`` and the criterion
+``Misclassification(y)``; we take Foolbox's *clipped* output (for minimum-norm attacks, the
+perturbation restricted to the epsilon ball, as the MAD paper's epsilon columns imply) and the harness
+re-verifies it.
+
+=================  ============================================  =============
+spec name          Foolbox class                                 kind
+=================  ============================================  =============
+fgsm-l1/l2/linf    L1/L2/LinfFastGradientAttack                  fixed epsilon
+bim-l1/l2/linf     L1/L2/LinfBasicIterativeAttack                fixed epsilon
+pgd-l1/l2/linf     L1/L2/LinfProjectedGradientDescentAttack      fixed epsilon
+cw-l2              L2CarliniWagnerAttack (kappa = confidence)    minimum norm
+deepfool-l2/linf   L2/LinfDeepFoolAttack                         minimum norm
+ead                EADAttack (beta = regularization, L1)         minimum norm
+=================  ============================================  =============
+
+AutoAttack (``autoattack-standard``, ``autoattack-rand``): ``pyautoattack.AutoAttack`` with
+``version="standard"`` (APGD-CE, APGD-T, FAB-T, Square) or ``"rand"`` (APGD-CE and APGD-DLR with
+20 EOT samples per gradient), norm ``Linf``/``L2``/``L1``; its internal settings are recorded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .base import AttackDef, ParamSpec, register_attack
+
+__all__ = ["FOOLBOX_ATTACKS", "foolbox_version", "autoattack_version"]
+
+# Types and bounds of Foolbox parameters, by name (defaults come from the installed library).
+_FB_TYPES: dict[str, dict[str, Any]] = {
+    "random_start": dict(type="bool"),
+    "rel_stepsize": dict(type="float", minimum=0.0, exclusive=True),
+    "abs_stepsize": dict(type="float", nullable=True, minimum=0.0, exclusive=True),
+    "steps": dict(type="int", minimum=1),
+    "binary_search_steps": dict(type="int", minimum=1),
+    "stepsize": dict(type="float", minimum=0.0, exclusive=True),
+    "confidence": dict(type="float", minimum=0.0),
+    "initial_const": dict(type="float", minimum=0.0, exclusive=True),
+    "abort_early": dict(type="bool"),
+    "candidates": dict(type="int", nullable=True, minimum=2),
+    "overshoot": dict(type="float", minimum=0.0),
+    "loss": dict(type="str", choices=("logits", "crossentropy")),
+    "initial_stepsize": dict(type="float", minimum=0.0, exclusive=True),
+    "regularization": dict(type="float", minimum=0.0),
+    "decision_rule": dict(type="str", choices=("EN", "L1")),
+}
+
+_EPS_FIXED = ParamSpec("eps", "float", required=True, minimum=0.0, doc="perturbation budget")
+_EPS_MIN = ParamSpec("eps", "float", required=True, minimum=0.0, allow_inf=True,
+                     doc="perturbation budget (the result is clipped to it; inf = unbounded)")
+
+
+def foolbox_version() -> str:
+    import foolbox
+
+    return str(foolbox.__version__)
+
+
+def autoattack_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyautoattack")
+    except Exception:  # pragma: no cover
+        return "unknown"
+
+
+def _foolbox_params(cls: type) -> tuple[ParamSpec, ...]:
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name not in _FB_TYPES:  # pragma: no cover - a Foolbox upgrade added a parameter
+            raise RuntimeError(f"unknown Foolbox parameter {cls.__name__}.{p.name}; add it to _FB_TYPES")
+        default = p.default
+        if isinstance(default, int) and not isinstance(default, bool) and _FB_TYPES[p.name]["type"] == "float":
+            default = float(default)
+        out.append(ParamSpec(p.name, default=default, **_FB_TYPES[p.name]))
+    return tuple(out)
+
+
+def _run_foolbox(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: Tensor, y: Tensor,
+                 g: torch.Generator) -> Tensor:
+    import foolbox as fb
+
+    cls = getattr(fb.attacks, d.implementation.rsplit(".", 1)[1])
+    kwargs = {k: v for k, v in params.items() if k != "eps"}
+    attack = cls(**kwargs)
+    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+    eps = float(params["eps"])
+    _, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=eps)
+    return clipped
+
+
+def _fb_resolve(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    return params, {"library": f"foolbox {foolbox_version()}"}
+
+
+FOOLBOX_ATTACKS: dict[str, tuple[str, str, str, str, str]] = {
+    # name: (foolbox class, family, norm, kind, reference)
+    "fgsm-l1": ("L1FastGradientAttack", "FGSM", "l1", "fixed-epsilon", "Goodfellow et al. 2015"),
+    "fgsm-l2": ("L2FastGradientAttack", "FGSM", "l2", "fixed-epsilon", "Goodfellow et al. 2015 (FGM)"),
+    "fgsm-linf": ("LinfFastGradientAttack", "FGSM", "linf", "fixed-epsilon", "Goodfellow et al. 2015"),
+    "bim-l1": ("L1BasicIterativeAttack", "BIM", "l1", "fixed-epsilon", "Kurakin et al. 2017"),
+    "bim-l2": ("L2BasicIterativeAttack", "BIM", "l2", "fixed-epsilon", "Kurakin et al. 2017"),
+    "bim-linf": ("LinfBasicIterativeAttack", "BIM", "linf", "fixed-epsilon", "Kurakin et al. 2017"),
+    "pgd-l1": ("L1ProjectedGradientDescentAttack", "PGD", "l1", "fixed-epsilon", "Madry et al. 2018"),
+    "pgd-l2": ("L2ProjectedGradientDescentAttack", "PGD", "l2", "fixed-epsilon", "Madry et al. 2018"),
+    "pgd-linf": ("LinfProjectedGradientDescentAttack", "PGD", "linf", "fixed-epsilon", "Madry et al. 2018"),
+    "cw-l2": ("L2CarliniWagnerAttack", "CW", "l2", "minimization", "Carlini & Wagner 2017"),
+    "deepfool-l2": ("L2DeepFoolAttack", "DeepFool", "l2", "minimization", "Moosavi-Dezfooli et al. 2016"),
+    "deepfool-linf": ("LinfDeepFoolAttack", "DeepFool", "linf", "minimization", "Moosavi-Dezfooli et al. 2016"),
+    "ead": ("EADAttack", "EAD", "l1", "minimization", "Chen et al. 2018"),
+}
+
+_ALIASES: dict[str, dict[str, str]] = {
+    "cw-l2": {"kappa": "confidence"},
+    "ead": {"kappa": "confidence", "beta": "regularization"},
+}
+
+
+def _register_foolbox() -> None:
+    import foolbox as fb
+
+    for name, (cls_name, family, norm, kind, ref) in FOOLBOX_ATTACKS.items():
+        cls = getattr(fb.attacks, cls_name)
+        eps = _EPS_MIN if kind == "minimization" else _EPS_FIXED
+        doc = (cls.__doc__ or "").strip().splitlines()
+        register_attack(AttackDef(
+            name=name, family=family, norm=norm, backend="foolbox",
+            implementation=f"foolbox.attacks.{cls_name}", kind=kind,
+            params=(eps, *_foolbox_params(cls)), runner=_run_foolbox,
+            description=f"{family} {norm.upper() if norm != 'linf' else 'Linf'} (Foolbox {cls_name})"
+            + (f": {doc[0]}" if doc else ""),
+            aliases=_ALIASES.get(name, {}), resolver=_fb_resolve,
+            randomized=name.startswith("pgd-"), reference=ref,
+        ))
+
+
+# ----------------------------------------------------------------------------------------------
+# AutoAttack
+
+_AA_NORMS = ("Linf", "L2", "L1")
+
+
+def _autoattack(model: nn.Module, params: Mapping[str, Any], version: str, seed: int | None,
+                device: Any = "cpu") -> Any:
+    from pyautoattack import AutoAttack
+
+    adv = AutoAttack(model, norm=params["norm"], eps=float(params["eps"]), version=version, device=device,
+                     seed=seed)
+    adv.verbose = False
+    n_iter = params.get("n_iter")
+    if n_iter is not None:
+        for a in (adv.apgd, adv.apgd_targeted):
+            a.n_iter = a.n_iter_orig = n_iter
+            a.n_iter_2 = max(int(0.22 * n_iter), 1)
+            a.n_iter_min = max(int(0.06 * n_iter), 1)
+            a.size_decr = max(int(0.03 * n_iter), 1)
+        adv.fab.n_iter = n_iter
+    if params.get("n_queries") is not None:
+        adv.square.n_queries = params["n_queries"]
+    if params.get("eot_iter") is not None:
+        adv.apgd.eot_iter = params["eot_iter"]
+        adv.apgd_targeted.eot_iter = params["eot_iter"]
+    return adv
+
+
+def _aa_settings(adv: Any) -> dict[str, Any]:
+    s: dict[str, Any] = {"library": f"pyautoattack {autoattack_version()}", "version": adv.version,
+                         "attacks_to_run": list(adv.attacks_to_run)}
+    used = set(adv.attacks_to_run)
+    if used & {"apgd-ce", "apgd-dlr"}:
+        s["apgd"] = {"n_iter": adv.apgd.n_iter, "n_restarts": adv.apgd.n_restarts, "eot_iter": adv.apgd.eot_iter,
+                     "use_largereps": adv.apgd.use_largereps, "thr_decr": adv.apgd.thr_decr}
+    if "apgd-t" in used:
+        s["apgd_t"] = {"n_iter": adv.apgd_targeted.n_iter, "n_restarts": adv.apgd_targeted.n_restarts,
+                       "n_target_classes": adv.apgd_targeted.n_target_classes,
+                       "eot_iter": adv.apgd_targeted.eot_iter}
+    if used & {"fab", "fab-t"}:
+        s["fab"] = {"n_iter": adv.fab.n_iter, "n_restarts": adv.fab.n_restarts,
+                    "n_target_classes": adv.fab.n_target_classes, "alpha_max": adv.fab.alpha_max,
+                    "eta": adv.fab.eta, "beta": adv.fab.beta}
+    if "square" in used:
+        s["square"] = {"n_queries": adv.square.n_queries, "p_init": adv.square.p_init,
+                       "n_restarts": adv.square.n_restarts}
+    return s
+
+
+def _aa_resolver(version: str):
+    def resolve(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        adv = _autoattack(nn.Identity(), params, version, seed=0)
+        # Fill library defaults for the overridable knobs so the record shows the values used.
+        if params.get("n_iter") is None:
+            params["n_iter"] = adv.apgd.n_iter
+        if "n_queries" in params and params["n_queries"] is None:
+            params["n_queries"] = adv.square.n_queries
+        if "eot_iter" in params and params["eot_iter"] is None:
+            params["eot_iter"] = adv.apgd.eot_iter
+        return params, _aa_settings(_autoattack(nn.Identity(), params, version, seed=0))
+
+    return resolve
+
+
+def _run_autoattack(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: Tensor, y: Tensor,
+                    g: torch.Generator) -> Tensor:
+    version = d.name.split("-", 1)[1]
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
+    adv = _autoattack(model, params, version, seed=seed, device=x.device)
+    import logging
+
+    log = logging.getLogger("auto-attack")
+    old = log.level
+    log.setLevel(logging.ERROR)  # the harness runs its own checks and reports them as flags
+    try:
+        x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=max(1, x.shape[0]))
+    finally:
+        log.setLevel(old)
+    return x_adv
+
+
+def _register_autoattack() -> None:
+    common = (
+        ParamSpec("eps", "float", required=True, minimum=0.0, doc="perturbation budget"),
+        ParamSpec("norm", "str", default="Linf", choices=_AA_NORMS, doc="threat norm"),
+        ParamSpec("n_iter", "int", default=None, nullable=True, minimum=1,
+                  doc="APGD/FAB iterations (library default 100)"),
+    )
+    register_attack(AttackDef(
+        name="autoattack-standard", family="AutoAttack", norm=None, backend="autoattack",
+        implementation="pyautoattack.AutoAttack(version='standard')", kind="ensemble",
+        params=(*common, ParamSpec("n_queries", "int", default=None, nullable=True, minimum=1,
+                                   doc="Square attack queries (library default 5000)")),
+        runner=_run_autoattack, resolver=_aa_resolver("standard"), randomized=True,
+        description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020)",
+        reference="Croce & Hein 2020",
+    ))
+    register_attack(AttackDef(
+        name="autoattack-rand", family="AutoAttack-rand", norm=None, backend="autoattack",
+        implementation="pyautoattack.AutoAttack(version='rand')", kind="ensemble",
+        params=(*common, ParamSpec("eot_iter", "int", default=None, nullable=True, minimum=1,
+                                   doc="EOT samples per gradient (library default 20)")),
+        runner=_run_autoattack, resolver=_aa_resolver("rand"), randomized=True, eot_param="eot_iter",
+        description="AutoAttack rand (for randomized defenses): APGD-CE, APGD-DLR with EOT",
+        reference="Croce & Hein 2020",
+    ))
+
+
+_register_foolbox()
+_register_autoattack()

@@ -1,0 +1,294 @@
+"""The attack spec syntax.
+
+One attack::
+
+    name[:key=value,key=value,...]          e.g.  pgd-linf:eps=0.3,steps=40
+                                                  cw-l2:eps=1.5,steps=1000,kappa=10
+                                                  autoattack-rand:eps=8/255,norm=Linf
+
+Several attacks are separated by ``;`` (or newlines); ``suite:<name>`` expands to a named list
+(:mod:`maskdefense.attacks.suites`), e.g. ``suite:mad-table5-mnist`` (the 23 attack rows of MAD's
+Table 5 for MNIST). Values are parsed as ``true``/``false``, ``none``, integers, floats (``1e-3``,
+fractions ``8/255``, ``inf``) or strings. Parameter names are checked against the attack's parameters
+(aliases such as ``kappa`` for ``confidence`` are accepted); resolving a spec fills in every default,
+so :attr:`AttackSpec.params` is the complete set of parameters the attack runs with.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .base import AttackDef, SpecError, attack_def
+
+__all__ = [
+    "AttackSpec", "SpecError", "parse_value", "parse_params", "parse_attack_spec", "parse_attacks",
+    "resolve_spec", "format_value", "parse_overrides",
+]
+
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def parse_value(text: str) -> Any:
+    """Parse one spec value: bool, None, int, float (also ``a/b`` and ``inf``) or string."""
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    if low in ("inf", "+inf", "infinity"):
+        return math.inf
+    if _INT.match(t):
+        return int(t)
+    if _FLOAT.match(t):
+        return float(t)
+    if "/" in t:
+        a, _, b = t.partition("/")
+        if (_INT.match(a.strip()) or _FLOAT.match(a.strip())) and (_INT.match(b.strip()) or _FLOAT.match(b.strip())):
+            den = float(b)
+            if den == 0:
+                raise SpecError(f"division by zero in value {text!r}")
+            return float(a) / den
+    if not t:
+        raise SpecError("empty value")
+    return t
+
+
+def format_value(v: Any) -> str:
+    """Canonical text of a parameter value (inverse of :func:`parse_value` for canonical values)."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else repr(v)
+    return str(v)
+
+
+def parse_params(text: str, what: str = "spec") -> dict[str, Any]:
+    """``"a=1,b=x"`` -> ``{"a": 1, "b": "x"}`` (keys lower-cased, duplicates refused)."""
+    out: dict[str, Any] = {}
+    text = text.strip()
+    if not text:
+        return out
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise SpecError(f"{what}: empty parameter (stray comma?) in {text!r}")
+        if "=" not in item:
+            raise SpecError(f"{what}: expected key=value, got {item!r}")
+        k, _, v = item.partition("=")
+        k = k.strip().lower().replace("-", "_")
+        if not k:
+            raise SpecError(f"{what}: missing parameter name in {item!r}")
+        if k in out:
+            raise SpecError(f"{what}: parameter {k!r} given twice")
+        try:
+            out[k] = parse_value(v)
+        except SpecError as e:
+            raise SpecError(f"{what}: parameter {k!r}: {e}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A fully resolved attack: registered name + every parameter it runs with.
+
+    name : registered attack name (``"pgd-linf"``).
+    params : all parameters, defaults filled in (what the result files record).
+    given : the parameters the user set explicitly (for short labels).
+    settings : library-internal settings that are not parameters but determine the attack
+        (AutoAttack's sub-attacks, restarts, iterations), recorded for provenance.
+    label : optional display label (a suite row such as ``"FGSM L1 eps=10"``).
+    paper : optional reference numbers for this row (``{"attack": 0.4412, "defense": 0.6894}``).
+
+    Equality and :attr:`key` depend on ``name`` and ``params`` only.
+    """
+
+    name: str
+    params: Mapping[str, Any]
+    given: tuple[str, ...] = ()
+    settings: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    label: str | None = field(default=None, compare=False)
+    paper: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def definition(self) -> AttackDef:
+        return attack_def(self.name)
+
+    @property
+    def key(self) -> str:
+        """Canonical text with every parameter (sorted): identifies the attack in records."""
+        return self.name + ":" + ",".join(f"{k}={format_value(self.params[k])}" for k in sorted(self.params))
+
+    @property
+    def text(self) -> str:
+        """Short text with the explicitly given parameters, e.g. ``pgd-linf:eps=0.3``."""
+        given = [k for k in self.params if k in self.given]
+        return self.name + (":" + ",".join(f"{k}={format_value(self.params[k])}" for k in given) if given else "")
+
+    @property
+    def display(self) -> str:
+        return self.label or self.text
+
+    @property
+    def eps(self) -> float:
+        return float(self.params["eps"])
+
+    @property
+    def norm(self) -> str:
+        d = self.definition
+        if d.norm is not None:
+            return d.norm
+        return str(self.params["norm"]).lower()
+
+    @property
+    def family(self) -> str:
+        return self.definition.family
+
+    @property
+    def kind(self) -> str:
+        return self.definition.kind
+
+    def with_params(self, **params: Any) -> "AttackSpec":
+        """A new spec with some parameters changed (re-resolved, derived defaults recomputed)."""
+        given = {k: self.params[k] for k in self.given}
+        given.update(params)
+        spec = resolve_spec(self.name, given)
+        return AttackSpec(spec.name, spec.params, spec.given, spec.settings, self.label, self.paper)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.definition
+        out: dict[str, Any] = {
+            "name": self.name, "key": self.key, "text": self.text, "label": self.display,
+            "family": d.family, "norm": self.norm, "eps": self.eps, "kind": d.kind,
+            "backend": d.backend, "implementation": d.implementation,
+            "params": {k: _jsonable(v) for k, v in self.params.items()},
+            "given": list(self.given), "settings": dict(self.settings),
+        }
+        if self.paper is not None:
+            out["paper"] = dict(self.paper)
+        return out
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return v
+
+
+def resolve_spec(name: str, given: Mapping[str, Any], *, label: str | None = None,
+                 paper: Mapping[str, Any] | None = None) -> AttackSpec:
+    """Validate user parameters for attack ``name`` and fill in every default."""
+    d = attack_def(name)
+    names = d.param_names
+    values: dict[str, Any] = {}
+    order: list[str] = []
+    for raw_key, v in given.items():
+        k = str(raw_key).lower().replace("-", "_")
+        k = d.aliases.get(k, k)
+        if k not in names:
+            close = difflib.get_close_matches(k, names + list(d.aliases), n=2)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise SpecError(f"{d.name}: unknown parameter {raw_key!r}.{hint} Parameters: {', '.join(names)}"
+                            + (f" (aliases: {', '.join(f'{a}={t}' for a, t in d.aliases.items())})" if d.aliases else ""))
+        if k in values:
+            raise SpecError(f"{d.name}: parameter {k!r} given twice (through an alias?)")
+        values[k] = d.param(k).coerce(v, d.name)
+        order.append(k)
+    params: dict[str, Any] = {}
+    for p in d.params:
+        if p.name in values:
+            params[p.name] = values[p.name]
+        elif p.required:
+            raise SpecError(f"{d.name}: missing required parameter {p.name!r} (e.g. {d.name}:{p.name}=...)")
+        else:
+            params[p.name] = p.default
+    if math.isinf(params["eps"]) and d.kind != "minimization":
+        raise SpecError(f"{d.name}: eps=inf is only allowed for minimum-norm attacks (cw-l2, deepfool-*, ead)")
+    settings: dict[str, Any] = {}
+    if d.resolver is not None:
+        params, settings = d.resolver(dict(params))
+    return AttackSpec(d.name, params, tuple(order), settings, label, paper)
+
+
+def parse_attack_spec(text: str) -> AttackSpec:
+    """Parse and resolve one attack spec, e.g. ``"pgd-linf:eps=0.01,steps=40"``."""
+    if not isinstance(text, str) or not text.strip():
+        raise SpecError("empty attack spec")
+    name, _, rest = text.strip().partition(":")
+    name = name.strip().lower()
+    if name == "suite":
+        raise SpecError(f"{text!r} is a suite; use parse_attacks() to expand it")
+    attack_def(name)  # UnknownNameError with suggestions
+    return resolve_spec(name, parse_params(rest, what=name))
+
+
+def parse_overrides(text: str | Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    """``"cw-l2:steps=100;ead:steps=100"`` -> ``{"cw-l2": {"steps": 100}, "ead": {"steps": 100}}``."""
+    if text is None:
+        return {}
+    if isinstance(text, Mapping):
+        out = {}
+        for k, v in text.items():
+            out[attack_def(k).name] = dict(v)
+        return out
+    out = {}
+    for part in _split(text):
+        name, _, rest = part.partition(":")
+        d = attack_def(name.strip())
+        out.setdefault(d.name, {}).update(parse_params(rest, what=f"override {d.name}"))
+    return out
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
+
+
+def parse_attacks(
+    text: str | AttackSpec | Iterable[str | AttackSpec],
+    overrides: str | Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[AttackSpec]:
+    """Parse a list of attacks: ``"fgsm-l1:eps=10;pgd-linf:eps=0.3"``, ``"suite:mad-table5-mnist"``,
+    a mix, or an iterable of specs/strings. ``overrides`` (``"cw-l2:steps=100"`` or a dict) change
+    parameters of every listed attack of that name (a way to shorten CW/EAD in quick runs; the changed
+    values are what the results record). Duplicates are removed (first occurrence kept)."""
+    from .suites import get_suite
+
+    items: list[str | AttackSpec]
+    if isinstance(text, (str, AttackSpec)):
+        items = [text]
+    else:
+        items = list(text)
+    specs: list[AttackSpec] = []
+    for item in items:
+        if isinstance(item, AttackSpec):
+            specs.append(item)
+            continue
+        for part in _split(item):
+            if part.lower().startswith("suite:"):
+                specs.extend(get_suite(part.split(":", 1)[1].strip()).specs())
+            else:
+                specs.append(parse_attack_spec(part))
+    if not specs:
+        raise SpecError("no attacks given")
+    ov = parse_overrides(overrides)
+    if ov:
+        specs = [s.with_params(**ov[s.name]) if s.name in ov else s for s in specs]
+    seen: set[str] = set()
+    out: list[AttackSpec] = []
+    for s in specs:
+        if s.key not in seen:
+            seen.add(s.key)
+            out.append(s)
+    return out

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``maskdefense`` CLI (one module each, see :mod:`maskdefense.cli`)."""

@@ -1,0 +1,163 @@
+"""Public value types of :mod:`maskdefense.data`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class DatasetName(str, enum.Enum):
+    """The datasets :func:`maskdefense.data.load_dataset` knows."""
+
+    DIGITS = "digits"
+    MNIST = "mnist"
+    CIFAR10 = "cifar10"
+    SVHN = "svhn"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class DataError(RuntimeError):
+    """A dataset file is missing, corrupted (md5 mismatch, truncated) or not in the expected format.
+
+    The message says which file, what was expected (md5, official URL) and what to do about it.
+    """
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One official file a loader reads.
+
+    Attributes:
+        relpath: path of the file relative to the data root, with ``/`` separators
+            (e.g. ``"MNIST/raw/t10k-images-idx3-ubyte.gz"``).
+        md5: official md5 of the file itself (hex, lower case).
+        urls: official URL(s) of the file, or of the archive that contains it; tried in order.
+        archive: name of the official archive (stored at ``<root>/<archive>``) whose member
+            ``relpath`` is this file, or ``None`` when ``urls`` point at the file itself.
+    """
+
+    relpath: str
+    md5: str
+    urls: tuple[str, ...]
+    archive: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static description of a dataset.
+
+    Attributes:
+        name: registry name (``"mnist"``).
+        channels: image channels (1 or 3).
+        size: image side in pixels (images are square).
+        num_classes: number of classes; labels are ``0 .. num_classes - 1``.
+        classes: class names, index = label.
+        train_size: size of the official training set (split ``"trainval"``).
+        test_size: size of the official test set (split ``"test"``).
+        default_val_size: size of split ``"val"`` when ``val_size`` is not given.
+        files: every official file the loader may read (all versions, for CIFAR-10).
+        description: one paragraph: source, format, split conventions.
+    """
+
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    classes: tuple[str, ...]
+    train_size: int
+    test_size: int
+    default_val_size: int
+    files: tuple[FileSpec, ...]
+    description: str
+
+    def file(self, relpath: str) -> FileSpec:
+        """The :class:`FileSpec` whose ``relpath`` is ``relpath`` (``KeyError`` if none)."""
+        for spec in self.files:
+            if spec.relpath == relpath:
+                return spec
+        raise KeyError(f"dataset {self.name!r} has no file {relpath!r}")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class ImageData:
+    """A labelled image set held in memory.
+
+    Attributes:
+        images: ``(N, C, H, W)`` float32 tensor with values in ``[0, 1]``, contiguous.
+        labels: ``(N,)`` int64 tensor.
+        classes: class names, index = label.
+        name: dataset name (``"mnist"``).
+        split: split name (``"train"``, ``"val"``, ``"test"``, ``"trainval"``).
+    """
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    name: str
+    split: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, Tensor) or self.images.dim() != 4:
+            raise ValueError("ImageData.images must be a (N, C, H, W) tensor")
+        if self.images.dtype != torch.float32:
+            raise ValueError(f"ImageData.images must be float32, got {self.images.dtype}")
+        if not isinstance(self.labels, Tensor) or self.labels.dim() != 1:
+            raise ValueError("ImageData.labels must be a (N,) tensor")
+        if self.labels.dtype != torch.int64:
+            raise ValueError(f"ImageData.labels must be int64, got {self.labels.dtype}")
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError(
+                f"ImageData has {self.images.shape[0]} images but {self.labels.shape[0]} labels"
+            )
+        if not self.images.is_contiguous():
+            object.__setattr__(self, "images", self.images.contiguous())
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        shape = tuple(self.images.shape[1:])
+        return f"ImageData(name={self.name!r}, split={self.split!r}, n={len(self)}, image_shape={shape})"
+
+    def subset(self, indices: Sequence[int] | Tensor | np.ndarray | slice | range) -> ImageData:
+        """A new :class:`ImageData` holding the examples at ``indices`` (in that order).
+
+        ``indices`` may be a slice, a range, a sequence / array / tensor of integer positions, or a
+        boolean mask of length ``len(self)``. Tensors are copied, never shared.
+        """
+        if isinstance(indices, slice):
+            idx = torch.arange(len(self))[indices]
+        else:
+            idx = torch.as_tensor(np.asarray(indices) if not isinstance(indices, Tensor) else indices)
+            if idx.dtype == torch.bool:
+                if idx.shape != (len(self),):
+                    raise IndexError(f"boolean mask must have shape ({len(self)},), got {tuple(idx.shape)}")
+                idx = idx.nonzero().flatten()
+            elif idx.numel() == 0:
+                idx = idx.long()
+            elif idx.is_floating_point() or idx.is_complex():
+                raise IndexError("indices must be integers")
+            idx = idx.long().flatten()
+            n = len(self)
+            if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+                raise IndexError(f"index out of range for ImageData of length {n}")
+            idx = torch.where(idx < 0, idx + n, idx)
+        return ImageData(
+            images=self.images.index_select(0, idx).contiguous(),
+            labels=self.labels.index_select(0, idx),
+            classes=self.classes,
+            name=self.name,
+            split=self.split,
+        )
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """``(images, labels)``."""
+        return self.images, self.labels

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from maskdefense.models import MODELS, UnknownNameError, create_model, list_models
+from maskdefense.validation import InputError
+
+SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8)}
+
+
+def _shape(name):
+    return SHAPES.get(name, (3, 32))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_maps_images_to_logits(name):
+    kw = {"width": 0.125} if name.startswith(("vgg", "resnet")) else {}
+    torch.manual_seed(0)
+    m = create_model(name, **kw).eval()
+    c, s = _shape(name)
+    x = torch.rand(3, c, s, s)
+    out = m(x)
+    assert out.shape == (3, 10)
+    assert torch.isfinite(out).all()
+    assert m.spec["name"] == name
+
+
+def test_registry_lists_the_issue_models():
+    names = list_models()
+    for required in ("lenet5", "vgg16", "resnet18", "digits_cnn", "vgg16_narrow", "resnet18_narrow"):
+        assert required in names
+    assert list_models("vgg*") == [n for n in names if n.startswith("vgg")]
+
+
+def test_unknown_model_name_suggests_close_match():
+    with pytest.raises(UnknownNameError, match="lenet5"):
+        create_model("lenet")
+
+
+def test_width_multiplier_scales_parameters():
+    full = sum(p.numel() for p in create_model("vgg16").parameters())
+    narrow = sum(p.numel() for p in create_model("vgg16_narrow").parameters())
+    assert 14e6 < full < 16e6  # the CIFAR VGG16 has ~14.7M parameters
+    assert narrow < full / 10
+
+
+def test_normalization_lives_inside_the_model():
+    m = create_model("lenet5")
+    assert torch.allclose(m.normalize.mean.flatten(), torch.tensor([0.1307]))
+    # changing the normalization buffers changes the output: inputs are raw [0,1] images
+    x = torch.rand(2, 1, 28, 28)
+    a = m(x)
+    m.normalize.mean.fill_(0.9)
+    assert not torch.allclose(a, m(x))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.rand(1, 28, 28), "shape"),
+        (torch.rand(2, 3, 28, 28), "channel"),
+        (torch.rand(2, 1, 32, 32), "28x28"),
+    ],
+)
+def test_model_rejects_wrong_shapes(bad, match):
+    with pytest.raises(InputError, match=match):
+        create_model("lenet5")(bad)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ((torch.rand(2, 1, 28, 28) * 255).to(torch.uint8), "dtype"),
+        (torch.rand(2, 1, 28, 28) * 255, r"\[0, 1\]"),
+        (torch.full((2, 1, 28, 28), float("nan")), "NaN"),
+        ([[0.0]], "torch.Tensor"),
+    ],
+)
+def test_check_input_rejects_bad_values(bad, match):
+    with pytest.raises(InputError, match=match):
+        create_model("lenet5").check_input(bad)
