@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>[-mad])")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    p.add_argument("--results", default=None,
+                   help="also write a results folder (README table, CSV, JSON, learning-curve plot) here")
     add_seed_arg(p)
     add_progress_arg(p)
     p.set_defaults(func=run)
@@ -75,4 +77,43 @@ def run(args: argparse.Namespace) -> int:
         data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
     )
     echo(f"test accuracy {meta['test_accuracy']:.4f} on {meta['n_test']} images; checkpoint {out}/model.safetensors")
+    if args.results:
+        write_training_results(args.results, meta, f"{out}/model.safetensors")
+        echo(f"wrote {args.results}/README.md")
     return 0
+
+
+def write_training_results(out: str, meta: dict, checkpoint: str) -> None:
+    """A results folder for one training run: per-epoch table, learning curves, the full record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..checkpoint import file_sha256
+    from ..results import markdown_table, pct, save_figure, write_results
+
+    hist = meta.get("history", [])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([h["epoch"] for h in hist], [100 * h["train_accuracy"] for h in hist], "o-", label="train (as trained)")
+    ax.plot([h["epoch"] for h in hist], [100 * (h["val_accuracy"] or 0) for h in hist], "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend()
+    save_figure(fig, f"{out}/curves.png")
+    plt.close(fig)
+    from ..provenance import command_line
+
+    meta = {**meta, "checkpoint_sha256": file_sha256(checkpoint), "command": command_line(),
+            "training_command": meta.get("command")}
+    cfg = meta.get("train_config", {})
+    intro = (f"{meta.get('arch')} {meta.get('arch_kwargs')} trained on {meta.get('dataset')} "
+             f"({meta.get('n_train')} training images, {meta.get('n_val')} held out for validation) for "
+             f"{meta.get('epochs')} epochs with {cfg.get('optimizer')} lr {cfg.get('lr')}, batch {cfg.get('batch_size')}; "
+             f"input transform: {meta.get('transform') or 'none'}.\n\n"
+             f"**Test accuracy: {pct(meta.get('test_accuracy'))}** on the {meta.get('n_test')} official test images.")
+    table = markdown_table(hist, ["epoch", "train_loss", "train_accuracy", "val_accuracy", "seconds"],
+                           formatters={"train_accuracy": pct, "val_accuracy": pct,
+                                       "seconds": lambda v: f"{v:.1f}", "train_loss": lambda v: f"{v:.4f}"})
+    write_results(out, title=f"Training {meta.get('arch')} on {meta.get('dataset')}", intro=intro,
+                  sections=["## Per epoch", table, "![curves](curves.png)"], rows=hist, meta=meta)

@@ -1,0 +1,587 @@
+"""The evaluation harness: :func:`evaluate` a defense under threat models and attacks.
+
+What it does, in order (every step resumable):
+
+1. validates the data and resolves the attack specs and threat models; computes the run's *config*
+   (defense config, hashes of the weights and the data, seed, batch size, EOT samples, repeats) and
+   refuses to continue a run directory whose ``run.json`` holds another config;
+2. per batch of images: records the base model's and the defense's clean predictions (the defense
+   ``repeats`` times with fresh randomness);
+3. measures gradients, output ranges and randomness of every attack target on a sample of inputs
+   (records used by the integrity checks);
+4. for every (threat model, attack, batch): runs the attack against the threat model's target,
+   verifies every example (budget and range: invalid examples count as failed attacks), and records
+   per example the label, the base model's, the target's and the defense's predictions and the
+   perturbation's L0/L1/L2/Linf norms and time;
+5. summarizes the records into ``summary.md``/``.csv``/``.json``, ``acc_vs_eps.png`` and the flags.
+
+Determinism: batches are fixed index ranges ``[k*B, (k+1)*B)``, and every random choice of a batch is
+seeded from ``(seed, what, threat, attack, batch start)``; the records of a batch are appended in one
+atomic group. So a killed and resumed run recomputes exactly the missing batches with the same seeds
+and yields the same tables as an uninterrupted run. The batch size is part of the config (the
+randomness of a batch depends on its composition).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks import AttackSpec, parse_attack_spec, parse_attacks, run_attack
+from ..defenses.base import Defense, NoDefense
+from ..provenance import atomic_write_json, atomic_write_text, run_metadata
+from ..validation import check_images, check_labels
+from .checks import Flag, gradient_stats, output_stats, run_checks
+from .records import RecordStore
+from .report import RowPlan, plot_acc_vs_eps, render_csv, render_markdown, summarize
+from .threat import ThreatModel, make_target, parse_threats
+from .verify import verify_perturbation
+
+__all__ = [
+    "evaluate", "Report", "ConfigMismatchError", "derive_seed", "attack_and_verify", "AttackOutcome",
+    "benchmark_pgd_linf", "state_hash", "tensor_hash", "FORMAT",
+]
+
+FORMAT = "maskdefense-eval-v1"
+DEFAULT_SANITY = "pgd-linf:eps=0.5"
+
+
+class ConfigMismatchError(RuntimeError):
+    """The output directory holds records of a different configuration."""
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from the parts (stable across processes and platforms)."""
+    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def _gen(*parts: Any) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def tensor_hash(*tensors: Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def state_hash(module: nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes, values)."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(tensor_hash(v).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class Report:
+    """The result of :func:`evaluate` (also written to ``out_dir``)."""
+
+    rows: list[dict[str, Any]]
+    clean: dict[str, Any]
+    flags: list[Flag]
+    config: dict[str, Any]
+    config_hash: str
+    threats: list[str]
+    attacks: list[dict[str, Any]]
+    out_dir: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def row(self, attack: str | AttackSpec, threat: str | ThreatModel = "gray-box") -> dict[str, Any]:
+        """The summary row of an attack (spec, key, label or text) under a threat model."""
+        t = ThreatModel.parse(threat).value
+        if isinstance(attack, AttackSpec):
+            keys = {attack.key}
+        else:
+            keys = {attack}
+            try:
+                keys.add(parse_attack_spec(attack).key)
+            except Exception:
+                pass
+        for r in self.rows:
+            if r["threat"] == t and (r["attack"] in keys or r["label"] in keys):
+                return r
+        raise KeyError(f"no row for {attack!r} under {t}")
+
+    @property
+    def errors(self) -> list[Flag]:
+        return [f for f in self.flags if f.severity == "error"]
+
+    def flag_codes(self) -> set[str]:
+        return {f.code for f in self.flags}
+
+    def to_markdown(self) -> str:
+        return render_markdown(self.summary)
+
+
+def _unpack(data: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        meta = {k: getattr(data, k) for k in ("name", "split") if hasattr(data, k)}
+        return data.images, data.labels, meta
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1], {}
+    raise TypeError("data must be an ImageData or a tuple (images, labels)")
+
+
+def _as_defense(model: nn.Module) -> Defense:
+    return model if isinstance(model, Defense) else NoDefense(model)
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not (enabled and sys.stderr.isatty()), leave=False,
+                dynamic_ncols=True)
+
+
+def _predict(defense: Defense, x: Tensor, generator: torch.Generator) -> Tensor:
+    out = defense.predict(x, generator=generator)
+    if isinstance(out, tuple):
+        out = out[0]
+    return out.long().cpu()
+
+
+@torch.no_grad()
+def _argmax(model: nn.Module, x: Tensor) -> Tensor:
+    return model(x).argmax(1).cpu()
+
+
+def _fork(seed: int) -> Any:
+    class _Ctx:
+        def __enter__(self) -> None:
+            self._cm = torch.random.fork_rng(devices=[])
+            self._cm.__enter__()
+            torch.manual_seed(seed)
+
+        def __exit__(self, *exc: Any) -> None:
+            self._cm.__exit__(*exc)
+
+    return _Ctx()
+
+
+# ----------------------------------------------------------------------------------------------
+# attacking one batch (shared by evaluate, attack_and_verify and the benchmark)
+
+
+def _attack_batch(spec: AttackSpec, target: nn.Module, x: Tensor, y: Tensor, gen_seed: int) -> tuple[Tensor, Any, float]:
+    t0 = time.perf_counter()
+    x_adv = run_attack(spec, target, x, y, torch.Generator().manual_seed(gen_seed))
+    elapsed = time.perf_counter() - t0
+    ver = verify_perturbation(x, x_adv, spec.norm, spec.eps)
+    return x_adv, ver, elapsed
+
+
+@dataclass
+class AttackOutcome:
+    """Result of :func:`attack_and_verify`.
+
+    x_adv : adversarial examples where valid, the clean image where the attack broke the rules.
+    valid : per-example validity (budget, range, finite).
+    norms : per-example L0/L1/L2/Linf of the raw perturbations.
+    pred : the model's predictions on ``x_adv``; ``accuracy`` = mean(pred == y).
+    seconds : attack wall time (without verification and prediction).
+    """
+
+    x_adv: Tensor
+    valid: Tensor
+    norms: dict[str, Tensor]
+    pred: Tensor
+    accuracy: float
+    seconds: float
+    spec: AttackSpec
+
+
+def attack_and_verify(spec: AttackSpec | str, model: nn.Module, x: Tensor, y: Tensor, *, seed: int = 0,
+                      batch_size: int = 100, threat: str = "gray-box", progress: bool = False) -> AttackOutcome:
+    """Run ``spec`` against ``model`` through the harness (batched, seeded per batch as in
+    :func:`evaluate`, every example verified), without writing anything."""
+    spec = parse_attack_spec(spec) if isinstance(spec, str) else spec
+    check_images(x)
+    y = check_labels(y, x.shape[0])
+    model.eval()
+    outs, valids, preds = [], [], []
+    norms: dict[str, list[Tensor]] = {}
+    total = 0.0
+    bar = _progress(math.ceil(x.shape[0] / batch_size), progress, spec.text)
+    for s in range(0, x.shape[0], batch_size):
+        xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+        x_adv, ver, dt = _attack_batch(spec, model, xb, yb, derive_seed(seed, "attack", threat, spec.key, s))
+        total += dt
+        x_eval = torch.where(ver.valid.view(-1, *[1] * (xb.dim() - 1)), x_adv, xb)
+        outs.append(x_eval)
+        valids.append(ver.valid)
+        preds.append(_argmax(model, x_eval))
+        for k, v in ver.norms.items():
+            norms.setdefault(k, []).append(v)
+        bar.update(1)
+    bar.close()
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+    return AttackOutcome(
+        torch.cat(outs) if outs else x.clone(), torch.cat(valids) if valids else torch.zeros(0, dtype=torch.bool),
+        {k: torch.cat(v) for k, v in norms.items()}, pred,
+        float((pred == y.cpu()).float().mean()) if len(pred) else float("nan"), total, spec)
+
+
+def benchmark_pgd_linf(model: nn.Module, x: Tensor, y: Tensor, *, eps: float = 0.3, steps: int = 40,
+                       batch_size: int = 256, seed: int = 0, **params: Any) -> dict[str, Any]:
+    """Time Foolbox PGD-Linf through the harness on ``(x, y)``: returns images/s and the accuracy."""
+    spec = parse_attack_spec(f"pgd-linf:eps={eps!r},steps={steps}").with_params(**params) if params else \
+        parse_attack_spec(f"pgd-linf:eps={eps!r},steps={steps}")
+    t0 = time.perf_counter()
+    out = attack_and_verify(spec, model, x, y, seed=seed, batch_size=batch_size)
+    wall = time.perf_counter() - t0
+    n = int(x.shape[0])
+    return {"attack": spec.key, "n": n, "batch_size": batch_size, "attack_seconds": round(out.seconds, 4),
+            "wall_seconds": round(wall, 4), "images_per_second": round(n / out.seconds, 3) if out.seconds else None,
+            "robust_accuracy": out.accuracy, "n_invalid": int((~out.valid).sum()),
+            "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------------------------
+# the evaluation
+
+
+def _slug(spec: AttackSpec) -> str:
+    return f"{spec.name}_{hashlib.sha1(spec.key.encode()).hexdigest()[:10]}"
+
+
+def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(set(old) | set(new))
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return "; ".join(d if len(d) < 200 else d[:200] + "..." for d in diffs)
+
+
+def evaluate(
+    defense: nn.Module,
+    data: Any,
+    attacks: str | AttackSpec | Iterable[str | AttackSpec],
+    threat: str | ThreatModel | Iterable[str | ThreatModel] = "gray-box",
+    *,
+    out_dir: str | Path,
+    surrogate: nn.Module | None = None,
+    eot_samples: int = 1,
+    eot_reduction: str = "logprob",
+    repeats: int | None = None,
+    seed: int = 0,
+    batch_size: int = 100,
+    resume: bool = True,
+    progress: bool = True,
+    sanity: str | None = DEFAULT_SANITY,
+    save_adversarial: bool = False,
+    check_samples: int = 64,
+    attack_overrides: str | Mapping[str, Mapping[str, Any]] | None = None,
+    checkpoint_meta: Mapping[str, Any] | None = None,
+    surrogate_meta: Mapping[str, Any] | None = None,
+    check_options: Mapping[str, Any] | None = None,
+    paper_benign: float | None = None,
+    command: str | None = None,
+) -> Report:
+    """Evaluate ``defense`` on ``data`` under ``threat`` model(s) with ``attacks``; write the results
+    to ``out_dir`` and return the :class:`Report`.
+
+    defense : a :class:`~maskdefense.defenses.base.Defense` (a plain model is wrapped in NoDefense);
+        put in eval mode here.
+    data : ``ImageData`` or ``(images, labels)``; images in [0, 1].
+    attacks : spec string(s) (``"pgd-linf:eps=0.3;suite:mad-table5-mnist"``) or :class:`AttackSpec`s.
+    threat : ``"gray-box"``, ``"black-box"``, ``"adaptive"`` or several (``"gray-box,adaptive"``).
+    surrogate : the independently trained model the black-box threat attacks.
+    eot_samples : forward passes averaged per gradient in the adaptive threat (on top of the defense's
+        own averaging, e.g. MAD's ``n_grad``).
+    repeats : evaluations of a randomized defense with fresh randomness (default 3 if randomized, else 1).
+    batch_size : images per attack call; part of the config (fixes the per-batch randomness).
+    resume : continue the records in ``out_dir`` (refused if its config differs); ``False`` deletes them.
+    sanity : an extra white-box attack with a huge budget (default ``pgd-linf:eps=0.5``) whose accuracy
+        must be ~0 (flag ``LARGE_EPS_NOT_ZERO``); run under the adaptive threat (or gray-box for an
+        undefended model); ``None`` to skip.
+    save_adversarial : also store the adversarial examples (safetensors, one file per batch).
+    check_samples : inputs used for the gradient/output/randomness measurements.
+    attack_overrides : parameters forced on every attack of a name (``"cw-l2:steps=100"``).
+    check_options : thresholds for :func:`maskdefense.eval.checks.run_checks` (``grad_frac``,
+        ``transfer_tol``, ``large_eps_max_acc``).
+    """
+    t_start = time.perf_counter()
+    defense = _as_defense(defense).eval()
+    if surrogate is not None:
+        surrogate.eval()
+    x, y, data_meta = _unpack(data)
+    check_images(x)
+    y = check_labels(y, x.shape[0])
+    x = x.detach().cpu().contiguous() if x.device.type == "cpu" else x.detach().contiguous()
+    n = int(x.shape[0])
+    if n == 0:
+        raise ValueError("no images to evaluate")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
+        raise ValueError(f"eot_samples must be a positive int, got {eot_samples!r}")
+    threats = parse_threats(threat)
+    specs = parse_attacks(attacks, overrides=attack_overrides)
+    if ThreatModel.BLACK_BOX in threats and surrogate is None:
+        raise ValueError("the black-box threat model needs surrogate= (an independently trained model)")
+    randomized = bool(getattr(defense, "randomized", False))
+    repeats = repeats if repeats is not None else (3 if randomized else 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    defense_cfg = defense.config()
+    defense_name = str(defense_cfg.get("defense", type(defense).__name__))
+
+    # ---- plan: (threat, spec, is_sanity)
+    plan: list[tuple[ThreatModel, AttackSpec, bool]] = [(t, s, False) for t in threats for s in specs]
+    if sanity:
+        s_spec = parse_attack_spec(sanity)
+        s_threat = ThreatModel.WHITE_BOX_ADAPTIVE if ThreatModel.WHITE_BOX_ADAPTIVE in threats else (
+            ThreatModel.GRAY_BOX if defense_name == "none" and ThreatModel.GRAY_BOX in threats else None)
+        if s_threat is not None and all(not (t == s_threat and s.key == s_spec.key) for t, s, _ in plan):
+            plan.append((s_threat, AttackSpec(s_spec.name, s_spec.params, s_spec.given, s_spec.settings,
+                                              label=s_spec.text), True))
+
+    config = {
+        "format": FORMAT,
+        "defense": defense_cfg,
+        "defense_class": type(defense).__name__,
+        "randomized": randomized,
+        "model_sha256": state_hash(defense),
+        "surrogate_sha256": state_hash(surrogate) if surrogate is not None else None,
+        "data_sha256": tensor_hash(x, y),
+        "n": n,
+        "image_shape": list(x.shape[1:]),
+        "seed": int(seed),
+        "batch_size": batch_size,
+        "eot_samples": eot_samples,
+        "eot_reduction": eot_reduction,
+        "repeats": repeats,
+        "check_samples": check_samples,
+    }
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = RecordStore(out / "records.jsonl")
+    run_path = out / "run.json"
+    previous: dict[str, Any] = {}
+    if not resume:
+        store.reset()
+        shutil.rmtree(out / "adversarial", ignore_errors=True)
+        for name in ("summary.md", "summary.csv", "summary.json", "acc_vs_eps.png", "run.json"):
+            (out / name).unlink(missing_ok=True)
+    else:
+        if run_path.exists():
+            previous = json.loads(run_path.read_text())
+            if previous.get("config_hash") != config_hash:
+                raise ConfigMismatchError(
+                    f"{out} holds a run with a different configuration ({_config_diff(previous.get('config', {}), config)}); "
+                    "use another output directory, or start over (resume=False / --fresh)")
+        elif store.path.exists() and store.path.stat().st_size > 0:
+            raise ConfigMismatchError(f"{out} holds records but no run.json; cannot check their configuration")
+        store.open()
+
+    targets: dict[ThreatModel, tuple[nn.Module, dict[str, Any]]] = {
+        t: make_target(defense, t, surrogate=surrogate, eot_samples=eot_samples, eot_reduction=eot_reduction)
+        for t in threats
+    }
+    for mod, _ in targets.values():
+        mod.eval()
+
+    def row_plan(t: ThreatModel, s: AttackSpec, is_sanity: bool) -> RowPlan:
+        spg = targets[t][1]["samples_per_gradient"]
+        d = s.definition
+        if d.eot_param and t is ThreatModel.WHITE_BOX_ADAPTIVE and randomized:
+            spg = spg * int(s.params[d.eot_param])
+        return RowPlan(t.value, s.key, s.name, s.display, s.family, s.norm, s.eps, spg, is_sanity, s.paper)
+
+    plans = [row_plan(t, s, sa) for t, s, sa in plan]
+    meta = run_metadata(
+        seed, command=command, config=config, config_hash=config_hash,
+        threats=[t.value for t in threats],
+        threat_descriptions={t.value: t.description for t in threats},
+        targets={t.value: info for t, (_, info) in targets.items()},
+        attacks=[s.to_dict() for _, s, _ in plan],
+        sanity=sanity, checkpoint=dict(checkpoint_meta) if checkpoint_meta else None,
+        surrogate_checkpoint=dict(surrogate_meta) if surrogate_meta else None,
+        data=data_meta, status="running",
+        wall_time_s_previous=previous.get("wall_time_s_total", 0.0),
+        runs=int(previous.get("runs", 0)) + 1,
+    )
+    atomic_write_json(run_path, meta)
+
+    # ---- work items
+    chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    m = min(n, check_samples)
+    base = defense.base
+
+    def clean_task(s: int, e: int) -> None:
+        xb, yb = x[s:e], y[s:e]
+        pb = _argmax(base, xb)
+        pd = [_predict(defense, xb, _gen(seed, "clean", s, r)) for r in range(repeats)]
+        recs = [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i, "label": int(yb[i]),
+                 "pred_base": int(pb[i]), "pred_defense": [int(p[i]) for p in pd]} for i in range(e - s)]
+        store.append_group(f"clean|{s}", recs)
+
+    def diag_task(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+        with _fork(derive_seed(seed, "diag", name)):
+            res = fn()
+        store.append_group(f"diag|{name}", [{"key": f"diag|{name}", "kind": "diag", "name": name, **res}])
+
+    def randomness() -> dict[str, Any]:
+        xs = x[:m]
+        with torch.no_grad():
+            with _fork(derive_seed(seed, "rnd", 1)):
+                o1 = defense(xs)
+            with _fork(derive_seed(seed, "rnd", 2)):
+                o2 = defense(xs)
+        p1 = _predict(defense, xs, _gen(seed, "rnd", 3))
+        p2 = _predict(defense, xs, _gen(seed, "rnd", 4))
+        fwd = not torch.equal(o1, o2)
+        prd = not torch.equal(p1, p2)
+        return {"declared": randomized, "observed": fwd or prd, "forward_differs": fwd, "predict_differs": prd}
+
+    def attack_task(t: ThreatModel, spec: AttackSpec, s: int, e: int) -> None:
+        target = targets[t][0]
+        xb, yb = x[s:e], y[s:e]
+        x_adv, ver, dt = _attack_batch(spec, target, xb, yb, derive_seed(seed, "attack", t.value, spec.key, s))
+        x_eval = torch.where(ver.valid.view(-1, *[1] * (xb.dim() - 1)), x_adv, xb)
+        pb = _argmax(base, x_eval)
+        with _fork(derive_seed(seed, "target", t.value, spec.key, s)):
+            pt = _argmax(target, x_eval)
+        pd = [_predict(defense, x_eval, _gen(seed, "defense", t.value, spec.key, s, r)) for r in range(repeats)]
+        group = f"attack|{t.value}|{spec.key}|{s}"
+        adv_file = None
+        if save_adversarial:
+            from safetensors.torch import save as st_save
+
+            from ..provenance import atomic_write_bytes
+
+            rel = Path("adversarial") / t.value / _slug(spec) / f"{s:07d}.safetensors"
+            blob = st_save({"x_adv": x_adv.cpu().contiguous(), "valid": ver.valid.cpu(),
+                            "idx": torch.arange(s, e), "labels": yb.cpu()},
+                           metadata={"attack": spec.key, "threat": t.value, "start": str(s)})
+            atomic_write_bytes(out / rel, blob)
+            adv_file = rel.as_posix()
+        per = dt / (e - s)
+        recs = []
+        for i in range(e - s):
+            rec = {
+                "key": f"{t.value}|{spec.key}|{s + i}", "kind": "attack", "threat": t.value,
+                "attack": spec.key, "idx": s + i, "label": int(yb[i]),
+                "valid": bool(ver.valid[i]), "eps_ok": bool(ver.eps_ok[i]), "range_ok": bool(ver.range_ok[i]),
+                "norms": {k: float(v[i]) for k, v in ver.norms.items()},
+                "pred_base_adv": int(pb[i]), "pred_target_adv": int(pt[i]),
+                "pred_defense_adv": [int(p[i]) for p in pd], "time_s": round(per, 6),
+            }
+            if adv_file:
+                rec["adv_file"] = adv_file
+            recs.append(rec)
+        store.append_group(group, recs)
+
+    tasks: list[tuple[str, Callable[[], None]]] = []
+    for s, e in chunks:
+        if f"clean|{s}" not in store.done_groups:
+            tasks.append(("clean", lambda s=s, e=e: clean_task(s, e)))
+    diag: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("outputs:base", lambda: output_stats(_no_grad(base, x[:m]))),
+        ("randomness", randomness),
+    ]
+    for t in threats:
+        tgt = targets[t][0]
+        diag.append((f"gradients:{t.value}", lambda tgt=tgt: gradient_stats(tgt, x[:m], y[:m])))
+        if t is not ThreatModel.GRAY_BOX:
+            diag.append((f"outputs:target:{t.value}", lambda tgt=tgt: output_stats(_no_grad(tgt, x[:m]))))
+    for name, fn in diag:
+        if f"diag|{name}" not in store.done_groups:
+            tasks.append(("checks", lambda name=name, fn=fn: diag_task(name, fn)))
+    for t, spec, _ in plan:
+        for s, e in chunks:
+            if f"attack|{t.value}|{spec.key}|{s}" not in store.done_groups:
+                tasks.append((f"{t.value} {spec.display}", lambda t=t, spec=spec, s=s, e=e: attack_task(t, spec, s, e)))
+
+    bar = _progress(len(tasks), progress, "evaluate")
+    try:
+        for desc, fn in tasks:
+            bar.set_postfix_str(desc[:60], refresh=False)
+            fn()
+            bar.update(1)
+    finally:
+        bar.close()
+
+    # ---- summary from records only
+    clean, rows, diagnostics = summarize(store, plans, n=n, repeats=repeats)
+    opts = dict(check_options or {})
+    flags = run_checks(
+        rows, diagnostics, threats=[t.value for t in threats], defense_name=defense_name,
+        randomized=randomized, non_differentiable=bool(getattr(defense, "non_differentiable", False)),
+        has_bpda=callable(getattr(defense, "bpda_model", None)), dim=int(x[0].numel()), n=n, **opts)
+    summary = {
+        "format": FORMAT, "config_hash": config_hash, "config": config,
+        "threats": [t.value for t in threats],
+        "threat_descriptions": {t.value: t.description for t in threats},
+        "targets": {t.value: info for t, (_, info) in targets.items()},
+        "model": _model_line(checkpoint_meta),
+        "data": data_meta or {},
+        "paper_benign": paper_benign if paper_benign is not None else _suite_benign(attacks),
+        "clean": clean, "rows": rows, "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,
+        "attacks": [s.to_dict() for _, s, _ in plan],
+    }
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.csv", render_csv(summary))
+    atomic_write_text(out / "summary.md", render_markdown(summary))
+    plot_acc_vs_eps(summary, out / "acc_vs_eps.png")
+
+    timing: dict[str, float] = {}
+    for rec in store:
+        if rec.get("kind") == "attack":
+            k = f"{rec['threat']}|{rec['attack']}"
+            timing[k] = timing.get(k, 0.0) + float(rec.get("time_s", 0.0))
+    wall = round(time.perf_counter() - t_start, 3)
+    meta.update(status="complete", wall_time_s=wall,
+                wall_time_s_total=round(float(meta["wall_time_s_previous"]) + wall, 3),
+                attack_seconds={k: round(v, 3) for k, v in timing.items()},
+                records=store.n_records, repaired_records=store.repaired,
+                flags=[f.to_dict() for f in flags])
+    atomic_write_json(run_path, meta)
+    return Report(rows, clean, flags, config, config_hash, [t.value for t in threats],
+                  summary["attacks"], out, summary)
+
+
+@torch.no_grad()
+def _no_grad(model: nn.Module, x: Tensor) -> Tensor:
+    return model(x)
+
+
+def _model_line(meta: Mapping[str, Any] | None) -> str | None:
+    if not meta:
+        return None
+    parts = [str(meta.get("arch", "?"))]
+    if meta.get("path"):
+        parts.append(str(meta["path"]))
+    if meta.get("sha256"):
+        parts.append(f"sha256 {str(meta['sha256'])[:16]}")
+    return ", ".join(parts)
+
+
+def _suite_benign(attacks: Any) -> float | None:
+    if isinstance(attacks, str):
+        from ..attacks.suites import get_suite
+
+        for part in attacks.replace("\n", ";").split(";"):
+            part = part.strip()
+            if part.lower().startswith("suite:"):
+                try:
+                    return get_suite(part.split(":", 1)[1]).paper_benign
+                except Exception:
+                    return None
+    return None

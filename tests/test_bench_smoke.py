@@ -1,0 +1,113 @@
+"""Smoke test of the benchmark scripts in bench/: each runs its main() with --quick (plus a model subset
+and one repeat, to stay within seconds) into tmp_path, and writes its .md and .json with the expected
+keys and provenance. Speeds are NOT asserted (project policy): only that the ratios are positive numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+META_KEYS = {"command", "seed", "git_commit", "versions", "machine", "threads", "repeats", "quick", "wall_time_s"}
+TOP_KEYS = {"benchmark", "issue", "goal", "config", "summary", "metadata"}
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _read(tmp_path: Path, name: str) -> dict:
+    md, js = tmp_path / f"{name}.md", tmp_path / f"{name}.json"
+    assert md.is_file() and js.is_file()
+    text = md.read_text()
+    assert "ratio" in text and "goal" in text.lower()
+    rec = json.loads(js.read_text())
+    assert TOP_KEYS <= set(rec), set(rec)
+    assert META_KEYS <= set(rec["metadata"]), set(rec["metadata"])
+    assert rec["metadata"]["quick"] is True and rec["metadata"]["threads"] == 1
+    assert "torch" in rec["metadata"]["versions"]
+    assert rec["metadata"]["wall_time_s"] >= 0
+    return rec
+
+
+def test_bench_models_quick(tmp_path):
+    mod = _load("bench_models")
+    mod.main(["--quick", "--threads", "1", "--repeats", "1", "--models", "lenet5,digits_cnn", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_models")
+    assert [r["model"] for r in rec["results"]] == ["lenet5", "digits_cnn"]
+    for r in rec["results"]:
+        for part in ("train", "inference"):
+            p = r[part]
+            assert _positive(p["ratio"]) and _positive(p["library"]["images_per_s"]) and _positive(p["plain"]["images_per_s"])
+            assert p["goal"] == 0.97 and isinstance(p["met"], bool)
+            assert _positive(p["flops_per_image"]) and _positive(p["gflops_per_s"]["library"])
+        # the two paths do the same arithmetic
+        assert r["train"]["max_abs_weight_difference_after_epoch"] == 0.0
+        assert r["inference"]["predictions_equal"] is True
+        assert r["train_flops_per_image"] > 2 * r["forward_flops_per_image"]
+
+
+def test_bench_vote_quick(tmp_path):
+    pytest.importorskip("maskdefense.defenses.mad")
+    mod = _load("bench_vote")
+    mod.main(["--quick", "--threads", "1", "--repeats", "1", "--n-max", "5", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_vote")
+    assert {r["model"] for r in rec["vote_throughput"]} == {"lenet5", "vgg16_narrow"}
+    for r in rec["vote_throughput"]:
+        assert _positive(r["ratio"]) and _positive(r["mad_vote"]["images_per_s"])
+        assert r["goal"] == 0.95 and isinstance(r["met"], bool)
+    a = rec["adaptive"]
+    assert a["goal_evaluated"] is False  # no checkpoint given: flagged, never claimed
+    assert {row["stop"] for row in a["rows"]} == {"exact", "test"}
+    for row in a["rows"]:
+        assert 0 < row["passes_used"] <= row["passes_full"]
+        assert 0.0 <= row["passes_saved"] < 1.0 and row["met"] is None
+        if row["stop"] == "exact":
+            assert row["agreement_with_full_vote"] == 1.0
+
+
+def test_bench_pgd_quick(tmp_path):
+    pytest.importorskip("foolbox")
+    mod = _load("bench_pgd")
+    mod.main(["--quick", "--threads", "1", "--repeats", "1", "--images", "8", "--batch", "8", "--steps", "3",
+              "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_pgd")
+    (r,) = rec["results"]
+    assert r["model"] == "lenet5" and r["steps"] == 3
+    assert _positive(r["methods"]["plain"]["images_per_s"])
+    assert _positive(r["ratio_vs_plain"]["foolbox"])
+    expected = ["foolbox"]
+    if mod._harness_impl() is not None:
+        expected.append("harness")
+        assert r["harness"]["entry_point"]
+    if importlib.util.find_spec("art") is not None:
+        expected.append("art")
+    for k in expected:
+        assert _positive(r["ratio_vs_plain"][k]), k
+        c = r["checks"][k]
+        assert c["max_linf"] <= r["eps"] + 1e-6 and c["in_range"]
+    if "harness" in expected and "art" in expected:
+        assert _positive(r["harness_vs_art"])
