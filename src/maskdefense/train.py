@@ -198,7 +198,8 @@ class Trainer:
         self.model.train()
         n = len(self.train_x)
         order = torch.randperm(n, generator=self.generator)
-        total_loss, correct = 0.0, 0
+        total_loss = torch.zeros(())
+        correct = torch.zeros((), dtype=torch.long)
         steps = range(0, n, c.batch_size)
         bar = None
         if self.progress:
@@ -206,7 +207,7 @@ class Trainer:
 
             bar = tqdm(steps, desc=f"epoch {epoch}/{c.epochs}", leave=False, unit="batch")
             steps = bar  # type: ignore[assignment]
-        for i in steps:
+        for k, i in enumerate(steps):
             idx = order[i : i + c.batch_size]
             xb, yb = self.train_x[idx], self.train_y[idx]
             if self.transform is not None:
@@ -218,11 +219,12 @@ class Trainer:
             self.optimizer.step()
             if self.scheduler:
                 self.scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            if bar is not None:
+            # running totals stay tensors: no host sync per batch
+            total_loss += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == yb).sum()
+            if bar is not None and k % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        return total_loss / n, correct / n
+        return float(total_loss) / n, int(correct) / n
 
     def fit(self, resume: bool = True) -> list[EpochStats]:
         wall0 = self._try_resume() if resume else 0.0

@@ -1,17 +1,19 @@
 """MI-FGSM (Dong et al. 2018) and diverse inputs (DI, Xie et al. 2019) -- written here because no
 installed library has the combination in its published form.
 
-Foolbox 3.3.4 ships ``LinfMomentumIterativeFastGradientMethod``, but it accumulates the *raw*
-gradient (``g = mu * g + grad``), while Dong et al. (Eq. 6; also the UNMASK thesis, Eq. 4) accumulate
-the L1-normalized gradient ``g = mu * g + grad / ||grad||_1``, and it cannot apply input diversity.
-This module implements the published update; with ``normalize_grad=False`` it reproduces Foolbox's
-variant and with ``mu=0`` Foolbox's ``LinfBasicIterativeAttack`` (both are tested against Foolbox).
+Foolbox 3.3.4 ships ``L*MomentumIterativeFastGradientMethod``, but it accumulates the gradient
+*after* its attack's own normalization (``g = mu * g + sign(grad)`` for Linf, ``grad / ||grad||_2`` for
+L2), while Dong et al. (Eq. 6; also the UNMASK thesis, Eq. 4) accumulate the L1-normalized gradient
+``g = mu * g + grad / ||grad||_1``; and it cannot apply input diversity. This module implements the
+published update (``grad_norm="l1"``); ``grad_norm="sign"`` (Linf) / ``"l2"`` (L2) reproduce Foolbox's
+variants exactly, and ``mu=0`` reproduces Foolbox's ``L*BasicIterativeAttack`` (all tested against
+Foolbox).
 
 One step (Linf)::
 
     x_in  = DI(x_t) with probability p else x_t          (DI: random shrink + random zero padding)
     grad  = d/dx_t  CE(f(x_in), y)                        (summed over the batch)
-    g     = mu * g + grad / ||grad||_1                    (per example)
+    g     = mu * g + grad / ||grad||_1                    (per example; grad_norm="l1")
     x_t+1 = clip_[0,1]( x + clip_eps( x_t + alpha * sign(g) - x ) )
 
 (L2: ``alpha * g / ||g||_2`` and projection onto the L2 ball.) Defaults follow Dong et al.: ``mu = 1``,
@@ -56,6 +58,9 @@ def diverse_input(x: Tensor, p: float = 0.5, resize_rate: float = 0.9,
     return F.pad(rescaled, [left, rem - left, top, rem - top], value=0.0)
 
 
+_GRAD_NORMS = ("l1", "l2", "sign", "none")
+
+
 def _per_example_norm(t: Tensor, p: float) -> Tensor:
     return t.flatten(1).norm(p=p, dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
 
@@ -70,7 +75,7 @@ def mi_fgsm(
     stepsize: float | None = None,
     mu: float = 1.0,
     norm: str = "linf",
-    normalize_grad: bool = True,
+    grad_norm: str = "l1",
     diversity_prob: float = 0.0,
     resize_rate: float = 0.9,
     generator: torch.Generator | None = None,
@@ -78,10 +83,13 @@ def mi_fgsm(
     """Momentum iterative FGSM, optionally with diverse inputs (M-DI2-FGSM). Untargeted.
 
     Returns adversarial examples within ``eps`` (``norm`` ``"linf"`` or ``"l2"``) of ``x`` and in
-    ``[0, 1]``. ``stepsize`` defaults to ``eps / steps``.
+    ``[0, 1]``. ``stepsize`` defaults to ``eps / steps``. ``grad_norm``: how each gradient is
+    normalized before it enters the momentum: ``"l1"`` (Dong et al.), ``"l2"``, ``"sign"`` or ``"none"``.
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+    if grad_norm not in _GRAD_NORMS:
+        raise ValueError(f"grad_norm must be one of {_GRAD_NORMS}, got {grad_norm!r}")
     alpha = eps / steps if stepsize is None else stepsize
     x0 = x.detach()
     x_adv = x0.clone()
@@ -93,8 +101,12 @@ def mi_fgsm(
             loss = F.cross_entropy(model(x_in), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = x_adv.detach()
-        if normalize_grad:
+        if grad_norm == "l1":
             grad = grad / _per_example_norm(grad, 1)
+        elif grad_norm == "l2":
+            grad = grad / _per_example_norm(grad, 2)
+        elif grad_norm == "sign":
+            grad = grad.sign()
         g = mu * g + grad
         if norm == "linf":
             x_adv = x_adv + alpha * g.sign()
@@ -111,7 +123,7 @@ def mi_fgsm(
 def _run(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: Tensor, y: Tensor,
          g: torch.Generator) -> Tensor:
     return mi_fgsm(model, x, y, eps=params["eps"], steps=params["steps"], stepsize=params["stepsize"],
-                   mu=params["mu"], norm=d.norm or "linf", normalize_grad=params["normalize_grad"],
+                   mu=params["mu"], norm=d.norm or "linf", grad_norm=params["grad_norm"],
                    diversity_prob=params["diversity_prob"], resize_rate=params["resize_rate"], generator=g)
 
 
@@ -128,8 +140,8 @@ def _params(mu: float, p: float) -> tuple[ParamSpec, ...]:
         ParamSpec("stepsize", "float", default=None, nullable=True, minimum=0.0, exclusive=True,
                   doc="step alpha; default eps / steps"),
         ParamSpec("mu", "float", default=mu, minimum=0.0, doc="momentum decay (Dong et al.: 1.0)"),
-        ParamSpec("normalize_grad", "bool", default=True,
-                  doc="L1-normalize each gradient before accumulating (Dong et al.); false = Foolbox's MI-FGSM"),
+        ParamSpec("grad_norm", "str", default="l1", choices=_GRAD_NORMS,
+                  doc="gradient normalization before the momentum: l1 (Dong et al.); sign/l2 = Foolbox's MI-FGSM"),
         ParamSpec("diversity_prob", "float", default=p, minimum=0.0, doc="DI probability p (Xie et al.: 0.5)"),
         ParamSpec("resize_rate", "float", default=0.9, minimum=0.0, exclusive=True, doc="DI resize range"),
     )

@@ -244,10 +244,12 @@ def check_violations(rows: Iterable[Mapping[str, Any]]) -> list[Flag]:
     flags = []
     for r in rows:
         if r.get("n_eps_violations"):
+            mx = r.get("max_norm")
+            detail = f" (largest {r['norm']} norm {mx:.6g})" if isinstance(mx, (int, float)) else " (non-finite)"
             flags.append(Flag("PERTURBATION_EXCEEDS_EPS", "error",
                               f"{r['label']}: {r['n_eps_violations']} of {r['n']} adversarial examples exceed "
-                              f"{r['norm']} eps={r['eps']:g} (max {r.get('max_norm', float('nan')):.6g}); counted "
-                              "as failed attacks", r["threat"], r["attack"]))
+                              f"{r['norm']} eps={r['eps']:g}{detail}; counted as failed attacks",
+                              r["threat"], r["attack"]))
         if r.get("n_range_violations"):
             flags.append(Flag("PIXEL_OUT_OF_RANGE", "error",
                               f"{r['label']}: {r['n_range_violations']} of {r['n']} adversarial examples have "

@@ -243,10 +243,22 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
 
     w("\n## Attacks (every parameter)\n\n")
     w("| Attack | implementation | parameters |\n|---|---|---|\n")
+    listed: set[str] = set()
     for a in summary["attacks"]:
-        params = ", ".join(f"{k}={v}" for k, v in a["params"].items())
+        if a["key"] in listed:
+            continue
+        listed.add(a["key"])
+        params = ", ".join(f"{k}={_val(v)}" for k, v in a["params"].items())
         w(f"| {a['label']} | {a['implementation']} | {params} |\n")
     return out.getvalue()
+
+
+def _val(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
 
 
 def _fmt_cfg(cfg: Mapping[str, Any]) -> str:

@@ -1,0 +1,64 @@
+"""The experiments' --quick mode: seconds-long versions on the embedded digits."""
+
+import json
+
+import pytest
+
+from maskdefense.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def _read(out):
+    data = json.loads((out / "results.json").read_text())
+    readme = (out / "README.md").read_text()
+    assert (out / "results.csv").exists()
+    for key in ("command", "seed", "git_commit", "versions", "wall_time_s"):
+        assert key in data["meta"]
+    assert "## Provenance" in readme
+    return data, readme
+
+
+def test_votes_study_quick(runs, tmp_path, capsys):
+    out = tmp_path / "votes"
+    assert main(["reproduce", "mad-votes", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    data, readme = _read(out)
+    votes = [r["votes"] for r in data["rows"]]
+    assert votes == [0, 1, 3, 5, 7, 9, 15, 20]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in data["rows"])
+    exact = next(a for a in data["meta"]["adaptive"] if a["stop"] == "exact")
+    assert exact["changed_decisions"] == 0  # exact stopping never changes the full vote's decision
+    assert 0 < exact["mean_passes"] <= 20
+    assert (out / "votes.png").stat().st_size > 1000
+
+
+def test_ablation_study_quick(runs, tmp_path):
+    out = tmp_path / "ablation"
+    assert main(["reproduce", "mad-ablation", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    data, readme = _read(out)
+    combos = {(r["train_mask"], r["test_mask"]) for r in data["rows"]}
+    assert combos == {(False, False), (False, True), (True, False), (True, True)}
+    assert len(set(data["meta"]["checkpoints"].values())) == 2  # two different models
+
+
+def test_masks_figure_quick(tmp_path):
+    out = tmp_path / "masks"
+    assert main(["reproduce", "mad-masks", "--quick", "--out", str(out)]) == 0
+    assert (out / "masks.png").stat().st_size > 1000
+    _read(out)
+
+
+def test_predict_command_reports_vote_accuracy(runs, tmp_path, capsys):
+    ckpt = runs / "mad-digits" / "model.safetensors"
+    if not ckpt.exists():
+        assert main(["reproduce", "mad-votes", "--quick", "--runs-dir", str(runs), "--out", str(tmp_path / "v")]) == 0
+    js = tmp_path / "p.json"
+    assert main(["predict", "--checkpoint", str(ckpt), "--votes", "1", "5", "--adaptive", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "5 votes" in out and "adaptive" in out
+    rec = json.loads(js.read_text())
+    assert rec["cell"] == 2 and set(rec["vote_accuracy"]) == {"1", "5"}
+    assert rec["adaptive"]["changed_decisions"] == 0
