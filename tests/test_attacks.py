@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-import foolbox as fb
-
 from maskdefense.attacks import (
-    ATTACKS, BPDA, EOT, SUITES, AttackSpec, DiverseInputModel, SpecError, attack_def, bpda, diverse_input,
+    ATTACKS, BPDA, EOT, SUITES, DiverseInputModel, SpecError, attack_def, bpda, diverse_input,
     get_suite, list_attacks, mi_fgsm, parse_attack_spec, parse_attacks, parse_value, run_attack,
 )
 from maskdefense.eval import verify_perturbation
 from maskdefense.registry import UnknownNameError
+
+import foolbox as fb  # noqa: E402  (after maskdefense.attacks, which silences Foolbox's import warning)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -131,6 +131,12 @@ def test_parse_attacks_lists_overrides_and_dedup():
     assert specs[0].params["steps"] == 100 and specs[0].params["binary_search_steps"] == 2
     assert specs[1].params["steps"] == 10000
     assert parse_attacks(["pgd-l2:eps=1", parse_attack_spec("bim-l2:eps=1")])[1].name == "bim-l2"
+    assert len({parse_attack_spec("pgd-l2:eps=1"), parse_attack_spec("pgd-l2:eps=1.0")}) == 1  # hashable
+    assert parse_attacks("cw-l2:eps=1", overrides={"cw-l2": {"kappa": 5}})[0].params["confidence"] == 5.0
+    with pytest.raises(SpecError, match="unknown parameter 'stepz'"):
+        parse_attacks("cw-l2:eps=1", overrides="cw-l2:stepz=3")
+    with pytest.raises(SpecError, match="must be an integer"):
+        parse_attacks("cw-l2:eps=1", overrides="ead:steps=many")
     with pytest.raises(SpecError):
         parse_attacks("")
 
@@ -208,6 +214,24 @@ def test_each_attack_runs_and_verifies(name, tiny):
         fooled = (model(x_adv).argmax(1) != y).sum().item()
     if spec.kind != "minimization" or name.startswith("deepfool"):
         assert fooled > 0, name
+
+
+def test_autoattack_leaves_the_trace_function_alone(tiny):
+    import sys
+
+    model, x, y = tiny
+    calls = []
+
+    def tracer(frame, event, arg):
+        calls.append(event)
+        return None
+
+    sys.settrace(tracer)
+    try:
+        run_attack(f"autoattack-rand:{SMALL['autoattack-rand']}", model, x, y, torch.Generator().manual_seed(0))
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(None)
 
 
 def test_randomized_attack_is_reproducible(tiny):

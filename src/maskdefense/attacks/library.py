@@ -128,8 +128,18 @@ _ALIASES: dict[str, dict[str, str]] = {
 }
 
 
+def _import_foolbox() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():  # Foolbox 3.3.4 imports a deprecated scipy namespace
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import foolbox
+
+    return foolbox
+
+
 def _register_foolbox() -> None:
-    import foolbox as fb
+    fb = _import_foolbox()
 
     for name, (cls_name, family, norm, kind, ref) in FOOLBOX_ATTACKS.items():
         cls = getattr(fb.attacks, cls_name)
@@ -218,13 +228,17 @@ def _run_autoattack(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x
     adv = _autoattack(model, params, version, seed=seed, device=x.device)
     import logging
 
+    import sys
+
     log = logging.getLogger("auto-attack")
     old = log.level
     log.setLevel(logging.ERROR)  # the harness runs its own checks and reports them as flags
+    trace = sys.gettrace()  # AutoAttack's check_dynamic() replaces the trace function (coverage, debuggers)
     try:
         x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=max(1, x.shape[0]))
     finally:
         log.setLevel(old)
+        sys.settrace(trace)
     return x_adv
 
 

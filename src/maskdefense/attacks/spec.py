@@ -180,6 +180,9 @@ class AttackSpec:
     def __str__(self) -> str:
         return self.text
 
+    def __hash__(self) -> int:
+        return hash(self.key)
+
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and math.isinf(v):
@@ -238,16 +241,22 @@ def parse_overrides(text: str | Mapping[str, Mapping[str, Any]] | None) -> dict[
     """``"cw-l2:steps=100;ead:steps=100"`` -> ``{"cw-l2": {"steps": 100}, "ead": {"steps": 100}}``."""
     if text is None:
         return {}
+    raw: list[tuple[str, Mapping[str, Any]]] = []
     if isinstance(text, Mapping):
-        out = {}
-        for k, v in text.items():
-            out[attack_def(k).name] = dict(v)
-        return out
-    out = {}
-    for part in _split(text):
-        name, _, rest = part.partition(":")
-        d = attack_def(name.strip())
-        out.setdefault(d.name, {}).update(parse_params(rest, what=f"override {d.name}"))
+        raw = [(k, v) for k, v in text.items()]
+    else:
+        for part in _split(text):
+            name, _, rest = part.partition(":")
+            raw.append((name.strip(), parse_params(rest, what=f"override {name.strip()}")))
+    out: dict[str, dict[str, Any]] = {}
+    for name, params in raw:
+        d = attack_def(name)
+        checked = out.setdefault(d.name, {})
+        for k, v in params.items():
+            key = d.aliases.get(str(k).lower(), str(k).lower())
+            if key not in d.param_names:
+                raise SpecError(f"override {d.name}: unknown parameter {k!r}; parameters: {', '.join(d.param_names)}")
+            checked[key] = d.param(key).coerce(v, d.name)
     return out
 
 

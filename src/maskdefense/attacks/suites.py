@@ -130,11 +130,11 @@ def _add(s: Suite) -> None:
     SUITES[s.name] = s
 
 
-_add(Suite("mad-table4-cifar10", "MAD Table 4: 23 attacks on VGG16 / CIFAR-10", _mad_rows(_TABLE4_CIFAR10),
+_add(Suite("mad-table4-cifar10", "MAD Table 4: VGG16 / CIFAR-10", _mad_rows(_TABLE4_CIFAR10),
            _MAD_SRC + ", Table 4", "cifar10", 0.8265, _MAD_NOTE))
-_add(Suite("mad-table5-mnist", "MAD Table 5: 23 attacks on LeNet / MNIST", _mad_rows(_TABLE5_MNIST),
+_add(Suite("mad-table5-mnist", "MAD Table 5: LeNet / MNIST", _mad_rows(_TABLE5_MNIST),
            _MAD_SRC + ", Table 5 (left)", "mnist", 0.9613, _MAD_NOTE))
-_add(Suite("mad-table5-svhn", "MAD Table 5: 23 attacks on ResNet18 / SVHN", _mad_rows(_TABLE5_SVHN),
+_add(Suite("mad-table5-svhn", "MAD Table 5: ResNet18 / SVHN", _mad_rows(_TABLE5_SVHN),
            _MAD_SRC + ", Table 5 (right)", "svhn", 0.9165, _MAD_NOTE))
 _add(Suite(
     "sfm-transfer", "SFM black-box attacks: PGD, MIM, Diverse at Linf 8/255 and 16/255 (30 steps of 1/255)",

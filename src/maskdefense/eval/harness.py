@@ -30,9 +30,10 @@ import math
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -161,17 +162,12 @@ def _argmax(model: nn.Module, x: Tensor) -> Tensor:
     return model(x).argmax(1).cpu()
 
 
-def _fork(seed: int) -> Any:
-    class _Ctx:
-        def __enter__(self) -> None:
-            self._cm = torch.random.fork_rng(devices=[])
-            self._cm.__enter__()
-            torch.manual_seed(seed)
-
-        def __exit__(self, *exc: Any) -> None:
-            self._cm.__exit__(*exc)
-
-    return _Ctx()
+@contextmanager
+def _fork(seed: int) -> Iterator[None]:
+    """Run a block with torch's global RNG seeded to ``seed``; restore the caller's state after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,7 +317,7 @@ def evaluate(
     x, y, data_meta = _unpack(data)
     check_images(x)
     y = check_labels(y, x.shape[0])
-    x = x.detach().cpu().contiguous() if x.device.type == "cpu" else x.detach().contiguous()
+    x = x.detach().contiguous()
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("no images to evaluate")

@@ -23,7 +23,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .checks import Flag
 
 __all__ = ["RowPlan", "summarize", "render_markdown", "render_csv", "plot_acc_vs_eps", "CSV_COLUMNS", "pct"]
 
@@ -181,8 +180,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     if not flags:
         w("No integrity flags raised.\n\n")
     for f in flags:
-        where = ", ".join(x for x in (f.get("threat"), f.get("attack")) if x)
-        w(f"- **{f['severity'].upper()}** `{f['code']}`: {f['message']}" + (f" [{where}]" if where and f.get('attack') is None else "") + "\n")
+        w(f"- **{f['severity'].upper()}** `{f['code']}`: {f['message']}"
+          + (f" [{f['threat']}]" if f.get("threat") and not f.get("attack") else "") + "\n")
     if flags:
         w("\n")
 
