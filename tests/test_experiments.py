@@ -62,3 +62,27 @@ def test_predict_command_reports_vote_accuracy(runs, tmp_path, capsys):
     rec = json.loads(js.read_text())
     assert rec["cell"] == 2 and set(rec["vote_accuracy"]) == {"1", "5"}
     assert rec["adaptive"]["changed_decisions"] == 0
+
+
+def test_mad_table_quick_puts_paper_and_ours_side_by_side(runs, tmp_path):
+    out = tmp_path / "table"
+    assert main(["reproduce", "mad-table", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    data, readme = _read(out)
+    assert len(data["rows"]) == 6
+    for r in data["rows"]:
+        assert r["paper_defense"] is not None  # the paper's number sits beside ours
+        for key in ("attack_acc", "gray_box_defense", "black_box_defense", "adaptive_defense"):
+            assert 0.0 <= r[key] <= 1.0
+    assert "adaptive (EOT)" in readme and "black-box transfer" in readme
+    assert (out / "eval" / "records.jsonl").exists()
+
+
+def test_fig3_quick(runs, tmp_path):
+    out = tmp_path / "fig3"
+    assert main(["reproduce", "mad-fig3", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    data, _ = _read(out)
+    full = {r["attack"]: r["accuracy"] for r in data["rows"] if r["kept"] == 1.0}
+    none = {r["attack"]: r["accuracy"] for r in data["rows"] if r["kept"] == 0.0}
+    assert set(full) == set(none) and len(full) >= 4
+    assert all(v == 1.0 for v in none.values())  # 0% kept = the clean, correctly classified images
+    assert (out / "fig3.png").exists()
