@@ -20,15 +20,6 @@ from maskdefense.registry import UnknownNameError
 import foolbox as fb  # noqa: E402  (after maskdefense.attacks, which silences Foolbox's import warning)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core machine: one thread is ~100x faster than two contending ones.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
@@ -405,3 +396,13 @@ class _Lambda(nn.Module):
 
     def forward(self, x):
         return self.f(x)
+
+
+def test_attack_leaves_parameter_gradients_untouched(tiny):
+    from maskdefense.attacks import run_attack
+
+    model, x, y = tiny
+    model.zero_grad(set_to_none=True)
+    run_attack("pgd-linf:eps=0.1,steps=3", model, x, y, torch.Generator().manual_seed(0))
+    assert all(p.requires_grad for p in model.parameters())  # restored afterwards
+    assert all(p.grad is None for p in model.parameters())  # and never accumulated

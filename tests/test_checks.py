@@ -9,6 +9,7 @@ from torch import nn
 from maskdefense.attacks import BPDA
 from maskdefense.defenses.base import Defense, NoDefense
 from maskdefense.eval import build_defense, evaluate
+from conftest import train_digits_linear
 from maskdefense.eval.checks import (
     Flag, check_complete, check_eot, check_gradients, check_gray_box_only, check_large_eps, check_outputs,
     check_randomness, check_transfer_vs_adaptive, check_violations, gradient_stats, is_large_eps,
@@ -16,27 +17,9 @@ from maskdefense.eval.checks import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def trained():
-    from maskdefense.data import load_dataset
-
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), 0.05)
-    for _ in range(100):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(train.images), train.labels).backward()
-        opt.step()
-    return model.eval(), test.images[:32], test.labels[:32]
+    return train_digits_linear(32)
 
 
 def _quant(x):

@@ -24,37 +24,14 @@ from maskdefense.eval import (
 )
 from maskdefense.registry import UnknownNameError
 
+from conftest import train_digits_linear  # noqa: E402
+
 SUMMARY_FILES = ("summary.md", "summary.csv", "summary.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
-def digits():
-    from maskdefense.data import load_dataset
-
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    """A linear classifier trained on the 8x8 digits for a fraction of a second (~95% test accuracy)."""
-    train, test = digits
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), 0.05)
-    for _ in range(100):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(train.images), train.labels).backward()
-        opt.step()
-    model.eval()
-    x, y = test.images[:48], test.labels[:48]
+def trained():
+    model, x, y = train_digits_linear(48)
     with torch.no_grad():
         assert (model(x).argmax(1) == y).float().mean() > 0.85
     return model, x, y

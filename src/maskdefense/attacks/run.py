@@ -9,18 +9,35 @@ defense attacked end to end) that draws from the global generator is seeded the 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
 
 from ..validation import check_images, check_labels
 from .spec import AttackSpec, parse_attack_spec
 
-__all__ = ["run_attack", "seed_from_generator"]
+__all__ = ["run_attack", "seed_from_generator", "frozen_parameters"]
 
 
 def seed_from_generator(generator: torch.Generator | None) -> int:
     """A 62-bit seed drawn from ``generator`` (or from the global generator if ``None``)."""
     return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Attacks need gradients w.r.t. the input only: switch off the parameters' gradients (Foolbox's
+    ``loss.backward()`` would otherwise compute and accumulate them, ~25% slower), then restore them."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def run_attack(
@@ -46,7 +63,7 @@ def run_attack(
     d = spec.definition
     x = x.detach().contiguous()
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), frozen_parameters(model):
         torch.manual_seed(seed)
         g = torch.Generator(device=x.device).manual_seed(seed)
         out = d.runner(d, spec.params, model, x, y.to(x.device), g)
