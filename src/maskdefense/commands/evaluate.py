@@ -78,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def list_everything() -> str:
     from ..attacks import ATTACKS, SUITES
-    from ..eval.defense_spec import DEFENSES
+    from ..defenses.registry import DEFENSES
 
     lines = ["attacks:"]
     lines += [f"  {n:22s} {ATTACKS.entry(n).description}" for n in ATTACKS.list()]

@@ -41,7 +41,7 @@ def _sections() -> dict[str, list[dict[str, object]]]:
     except ImportError:
         pass
     try:
-        from ..eval.defense_spec import DEFENSES
+        from ..defenses.registry import DEFENSES
 
         out["defenses"] = [{"name": n, "description": DEFENSES.entry(n).description} for n in DEFENSES.list()]
     except ImportError:

@@ -15,7 +15,7 @@ specs with every parameter, seed, commit, versions, wall time), ``summary.md``/`
 from __future__ import annotations
 
 from .checks import Flag, run_checks
-from .defense_spec import DEFENSES, build_defense, list_defenses, parse_defense_spec
+from ..defenses.registry import DEFENSES, build_defense, list_defenses, parse_defense_spec
 from .harness import (
     DEFAULT_SANITY, AttackOutcome, ConfigMismatchError, Report, attack_and_verify, benchmark_pgd_linf, derive_seed,
     evaluate, state_hash, tensor_hash,

@@ -1,4 +1,4 @@
-"""Defense specs: ``none`` or ``mad:cell=7,rate=0.75,n=5`` -> a :class:`~maskdefense.defenses.base.Defense`.
+"""The defense registry and spec syntax: ``none`` or ``mad:cell=7,rate=0.75,n=5`` -> a :class:`~maskdefense.defenses.base.Defense`.
 
 ``DEFENSES`` is a registry of factories ``factory(base, **params) -> Defense``; register more with
 ``DEFENSES.add("remix", make_remix, "REMIX ...")``. Parameters are parsed with the attack spec value
@@ -15,10 +15,10 @@ from torch import nn
 
 from ..attacks.base import SpecError
 from ..attacks.spec import parse_params
-from ..defenses.base import Defense, NoDefense
+from .base import Defense, NoDefense
 from ..registry import Registry
 
-__all__ = ["DEFENSES", "parse_defense_spec", "build_defense", "list_defenses"]
+__all__ = ["DEFENSES", "parse_defense_spec", "build_defense", "create_defense", "list_defenses"]
 
 DEFENSES: Registry[Defense] = Registry("defense")
 
@@ -28,7 +28,7 @@ def _none(base: nn.Module) -> Defense:
 
 
 def _mad(base: nn.Module, **params: Any) -> Defense:
-    from ..defenses.mad import MADClassifier
+    from .mad import MADClassifier
 
     if "cell" not in params or "rate" not in params:
         raise SpecError("mad needs cell and rate, e.g. mad:cell=7,rate=0.75 (MNIST) or mad:cell=4,rate=0.75 (CIFAR-10)")
@@ -65,6 +65,11 @@ def build_defense(spec: str, base: nn.Module) -> Defense:
         if isinstance(e, SpecError):
             raise
         raise SpecError(f"defense {name}: {e}") from None
+
+
+def create_defense(spec: str, base: nn.Module) -> Defense:
+    """timm-style alias of :func:`build_defense`: ``create_defense("mad:cell=7,rate=0.75", model)``."""
+    return build_defense(spec, base)
 
 
 def list_defenses(pattern: str = "*") -> list[str]:
