@@ -71,9 +71,13 @@ def test_mad_table_quick_puts_paper_and_ours_side_by_side(runs, tmp_path):
     assert len(data["rows"]) == 6
     for r in data["rows"]:
         assert r["paper_defense"] is not None  # the paper's number sits beside ours
-        for key in ("attack_acc", "gray_box_defense", "black_box_defense", "adaptive_defense"):
+        for key in ("attack_acc", "gray_box_defense", "black_box_defense", "gray_box_sub_defense",
+                    "black_box_sub_defense", "adaptive_defense"):
             assert 0.0 <= r[key] <= 1.0
-    assert "adaptive (EOT)" in readme and "black-box transfer" in readme
+    # quick mode runs the adaptive threat on all images: the subset columns repeat the full ones
+    assert all(r["gray_box_sub_defense"] == r["gray_box_defense"] for r in data["rows"])
+    assert "adaptive EOT" in readme and "black-box transfer" in readme
+    assert (out / "eval-adaptive" / "summary.md").exists()
     assert (out / "eval" / "records.jsonl").exists()
 
 
