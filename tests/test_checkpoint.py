@@ -41,6 +41,7 @@ class _Evil:
         return (open, (self.target, "w"))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_pickle_carrying_code_is_refused_and_not_executed(tmp_path):
     sentinel = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"

@@ -52,6 +52,9 @@ _add(Preset("mad-mnist-paper", "mnist", "lenet5", epochs=20, train_cell=7, test_
 _add(Preset("mad-mnist-cpu", "mnist", "lenet5", epochs=12, train_cell=7, test_cell=7, n_eval=1000,
             differs=("12 epochs (paper: not stated)", "attacks evaluated on 1000 correctly classified test images"),
             description="MAD LeNet/MNIST on CPU: same model and masking as the paper"))
+_add(Preset("mad-mnist-cell4-cpu", "mnist", "lenet5", epochs=12, train_cell=4, test_cell=4, n_eval=1000,
+            differs=("4x4-pixel cells (a 7x7 grid of cells): the other reading of the paper's '7x7 grids'",),
+            description="MAD LeNet/MNIST with 4x4-pixel cells (sensitivity check of the cell-size reading)"))
 _add(Preset("plain-mnist-cpu", "mnist", "lenet5", epochs=12, n_eval=1000,
             description="LeNet/MNIST without masking, same budget as mad-mnist-cpu"))
 _add(Preset("mad-cifar10-paper", "cifar10", "vgg16", epochs=100, train_cell=8, test_cell=4, n_eval=10000,
