@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ..train import accuracy
     from ._common import UserError
 
+    import time
+
+    t0 = time.perf_counter()
     model, meta = load_model(args.checkpoint)
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                  f"image on average, {result['adaptive']['changed_decisions']} decisions changed")
     elif args.mask_cell or args.mask_rate is not None:
         raise UserError("give both --mask-cell and --mask-rate (the checkpoint was trained without masking)")
+    result["wall_time_s"] = round(time.perf_counter() - t0, 2)
     if args.json:
         atomic_write_json(args.json, result)
     return 0
