@@ -6,12 +6,15 @@ import json
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from maskdefense.defenses.base import ABSTAIN
-from maskdefense.defenses.mad import STOP_BUDGET, STOP_EXACT, STOP_TEST, AdaptiveVote, MADClassifier, top_class
+from maskdefense.defenses.mad import (
+    STOP_BUDGET, STOP_EXACT, STOP_PREDICTIVE, STOP_TEST, AdaptiveVote, MADClassifier, flip_probability, top_class,
+)
 from maskdefense.masking import apply_mask, enumerate_masks, grid_mask, upsample_mask
 from maskdefense.models import create_model
 from maskdefense.validation import InputError
@@ -164,6 +167,38 @@ def test_adaptive_uses_fewer_passes_on_easy_model() -> None:
     # 25 rounds -> level 4e-5; p-value of k-0 votes is 2 * 2**-k < 4e-5 first at k = 16
     assert t.passes.tolist() == [16] * 4 and (t.stopped == STOP_TEST).all()
     assert t.predictions.tolist() == [3] * 4
+
+
+def test_flip_probability_matches_closed_forms() -> None:
+    # no votes yet, 10 to come: under a uniform prior the challenger's count is uniform on 0..10,
+    # and it overturns (or ties) the leader with >= 5 of them: 6/11
+    assert flip_probability(np.array([0]), np.array([0]), 10)[0] == pytest.approx(6 / 11)
+    assert flip_probability(np.array([5]), np.array([0]), 0)[0] == 0.0  # nothing left to come
+    assert flip_probability(np.array([12]), np.array([0]), 8)[0] == 0.0  # cannot be overtaken
+    p = flip_probability(np.array([4, 8, 6]), np.array([0, 0, 2]), 12)
+    assert 0 < p[1] < p[0] and p[1] < p[2]  # more agreement, smaller risk
+
+
+def test_adaptive_predictive_stop_saves_more_than_exact() -> None:
+    d = MADClassifier(Constant(3), cell=2, rate=0.75)
+    x = images(4)
+    r = d.predict_adaptive(x, 20, generator=gen(0), batch=4, stop="predictive", delta=1e-3)
+    # after 4 unanimous votes the flip risk is 2.3e-2, after 8 it is 1.9e-4 < 1e-3 (exact needs 12)
+    assert r.passes.tolist() == [8] * 4 and (r.stopped == STOP_PREDICTIVE).all()
+    assert r.predictions.tolist() == [3] * 4
+    with pytest.raises(ValueError, match="delta"):
+        d.predict_adaptive(x, 20, delta=0.0)
+
+
+def test_adaptive_predictive_mode_agrees_with_full_vote_mostly() -> None:
+    d = MADClassifier(linear_model(4, k=3), cell=2, rate=0.5)
+    x = images(30, 4)
+    full = d.predict(x, 60, generator=gen(9))
+    r = d.predict_adaptive(x, 60, generator=gen(9), batch=5, stop="predictive", delta=1e-3)
+    undecided = r.stopped != STOP_PREDICTIVE
+    assert torch.equal(r.predictions[undecided], full[undecided])
+    assert (r.predictions != full).float().mean().item() <= 0.1
+    assert r.passes.float().mean() < 60
 
 
 def test_adaptive_test_mode_reports_disagreement_measurably() -> None:

@@ -30,18 +30,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binom
+from scipy.stats import betabinom, binom
 from torch import Tensor, nn
 
 from ..masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, _rand, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images
 from .base import ABSTAIN, Defense
 
-__all__ = ["MADClassifier", "AdaptiveVote", "top_class", "STOP_BUDGET", "STOP_EXACT", "STOP_TEST"]
+__all__ = ["MADClassifier", "AdaptiveVote", "top_class", "flip_probability", "STOP_BUDGET", "STOP_EXACT",
+           "STOP_TEST", "STOP_PREDICTIVE"]
 
 #: ``AdaptiveVote.stopped`` codes: the vote budget ran out / the leader could no longer be overtaken /
 #: the sequential test decided.
 STOP_BUDGET, STOP_EXACT, STOP_TEST = 0, 1, 2
+#: ``AdaptiveVote.stopped`` code of ``stop="predictive"``.
+STOP_PREDICTIVE = 3
 
 
 def top_class(counts: Tensor) -> Tensor:
@@ -50,6 +53,21 @@ def top_class(counts: Tensor) -> Tensor:
     is_max = counts == counts.max(dim=1, keepdim=True).values
     idx = torch.arange(k, device=counts.device).expand_as(counts)
     return torch.where(is_max, idx, torch.full_like(idx, k)).min(dim=1).values
+
+
+def flip_probability(leader_votes: np.ndarray, other_votes: np.ndarray, remaining: int) -> np.ndarray:
+    """Posterior predictive probability that the remaining votes overturn the current leader.
+
+    Every vote not for the leader is counted for one single challenger (which can only overstate the
+    challenger: the true runner-up has at most these votes). The challenger's share ``q`` of future votes
+    gets a uniform prior, so after ``a`` leader and ``b`` other votes ``q ~ Beta(b + 1, a + 1)`` and the
+    challenger's share ``K`` of the ``remaining`` votes is beta-binomial. The leader is overturned (or
+    tied, which we count as overturned) when ``b + K >= a + remaining - K``.
+    """
+    a = np.asarray(leader_votes, dtype=np.float64)
+    b = np.asarray(other_votes, dtype=np.float64)
+    k_star = np.ceil((a + remaining - b) / 2.0)  # smallest K with b + K >= a + remaining - K
+    return np.where(k_star > remaining, 0.0, betabinom.sf(k_star - 1, remaining, b + 1, a + 1))
 
 
 @dataclass
@@ -258,6 +276,7 @@ class MADClassifier(Defense):
         batch: int = 8,
         stop: str = "exact",
         alpha: float = 0.001,
+        delta: float = 0.001,
     ) -> AdaptiveVote:
         """The ``n_max``-vote decision with per-input early stopping; votes are drawn ``batch`` at a time.
 
@@ -277,13 +296,21 @@ class MADClassifier(Defense):
           least ``1 - alpha`` per input, a test-stopped decision is the class most likely to win a
           single masked vote (the infinite-vote majority); it can differ from the finite ``n_max`` vote.
 
+        * ``stop="predictive"``: additionally (to the exact rule), stop when the posterior predictive
+          probability that the remaining votes overturn the leader is below ``delta``
+          (:func:`flip_probability`: a conservative beta-binomial model with a uniform prior). This targets
+          agreement with the full ``n_max`` vote directly; it can differ from it, with a probability per
+          input that the rule keeps near ``delta`` -- measure it against ``predict(x, n_max)``.
+
         Returns an :class:`AdaptiveVote` (predictions, counts, passes per input, stop reason).
         """
         x = self._check(x)
         n_max = _positive_int(n_max, "n_max")
         batch = _positive_int(batch, "batch")
-        if stop not in ("exact", "test"):
-            raise ValueError(f"stop must be 'exact' or 'test', got {stop!r}")
+        if stop not in ("exact", "test", "predictive"):
+            raise ValueError(f"stop must be 'exact', 'test' or 'predictive', got {stop!r}")
+        if not 0.0 < delta < 1.0:
+            raise ValueError(f"delta must be in (0, 1), got {delta!r}")
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         n_img = x.shape[0]
@@ -323,6 +350,12 @@ class MADClassifier(Defense):
                 done_test = torch.from_numpy((p < level) & (n_ab > 0)).to(x.device) & ~done_exact
                 stopped[active[done_test]] = STOP_TEST
                 done |= done_test
+            if stop == "predictive":
+                a = c_lead[:, 0].cpu().numpy()
+                b = c.sum(dim=1).cpu().numpy() - a
+                done_pred = torch.from_numpy(flip_probability(a, b, remaining) < delta).to(x.device) & ~done_exact
+                stopped[active[done_pred]] = STOP_PREDICTIVE
+                done |= done_pred
             stopped[active[done_exact]] = STOP_EXACT
             active = active[~done]
         assert counts is not None

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import load_dataset
-from ..defenses.mad import STOP_TEST, MADClassifier
+from ..defenses.mad import STOP_PREDICTIVE, STOP_TEST, MADClassifier
 from ..presets import create_preset
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
@@ -81,16 +81,17 @@ def votes_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     # adaptive vote against the full adaptive_max vote with the same masks
     full = mad.predict(x, adaptive_max, generator=seeded(seed))
     adaptive = []
-    for stop in ("exact", "test"):
+    for stop in ("exact", "test", "predictive"):
         t0 = time.perf_counter()
-        res = mad.predict_adaptive(x, adaptive_max, generator=seeded(seed), stop=stop, batch=4, alpha=1e-3)
+        res = mad.predict_adaptive(x, adaptive_max, generator=seeded(seed), stop=stop, batch=4, alpha=1e-3,
+                                   delta=1e-3)
         sec = time.perf_counter() - t0
         adaptive.append({
             "stop": stop, "n_max": adaptive_max, "mean_passes": float(res.passes.float().mean()),
             "passes_saved": 1.0 - float(res.passes.float().mean()) / adaptive_max,
             "changed_decisions": int((res.predictions != full).sum()),
             "changed_fraction": float((res.predictions != full).float().mean()),
-            "stopped_by_test": int((res.stopped == STOP_TEST).sum()),
+            "stopped_by_test": int(((res.stopped == STOP_TEST) | (res.stopped == STOP_PREDICTIVE)).sum()),
             "accuracy": float((res.predictions == y).float().mean()),
             "full_vote_accuracy": float((full == y).float().mean()), "seconds": sec,
         })
@@ -115,7 +116,10 @@ def votes_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                   (f"Votes drawn 4 at a time, up to {adaptive_max}. `exact` stops an input once the leader "
                    "cannot be overtaken by the remaining votes (decision provably equal to the full vote with "
                    "the same masks); `test` also stops when a two-sided binomial test of leader vs runner-up "
-                   "rejects at level 1e-3 / rounds. `changed_decisions` counts test images whose adaptive "
+                   "rejects at level 1e-3 / rounds; `predictive` instead stops when the posterior predictive "
+                   "probability that the remaining votes overturn the leader is below 1e-3 (beta-binomial, "
+                   "uniform prior, all non-leader votes counted for one challenger). `stopped_by_test` counts "
+                   "inputs stopped by the statistical rule. `changed_decisions` counts test images whose adaptive "
                    f"decision differs from the full {adaptive_max}-vote with the same masks."),
                   atable],
         rows=rows, meta=meta,
