@@ -81,7 +81,7 @@ def test_bench_vote_quick(tmp_path):
         assert r["goal"] == 0.95 and isinstance(r["met"], bool)
     a = rec["adaptive"]
     assert a["goal_evaluated"] is False  # no checkpoint given: flagged, never claimed
-    assert {row["stop"] for row in a["rows"]} == {"exact", "test"}
+    assert {row["stop"] for row in a["rows"]} == {"exact", "test", "predictive"}
     for row in a["rows"]:
         assert 0 < row["passes_used"] <= row["passes_full"]
         assert 0.0 <= row["passes_saved"] < 1.0 and row["met"] is None
