@@ -175,6 +175,8 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "## Robust accuracy over all evaluated images (RobustBench style)",
         "An image counts when the defense is right on it both clean and attacked.", rtable,
         "## Integrity flags", flag_lines,
+        ("A `GRAY_BOX_ONLY` warning on `eval` is expected here: the adaptive threat for these images is run "
+         "in `eval-adaptive` (on the first images only, for CPU time)." if na else ""),
         "Full harness reports (every attack parameter, per-threat targets, diagnostics): "
         "[eval/summary.md](eval/summary.md) and [eval-adaptive/summary.md](eval-adaptive/summary.md); "
         "per-example records in `records.jsonl` beside them.",
