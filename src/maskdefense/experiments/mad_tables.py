@@ -116,9 +116,22 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 eval_adaptive_config_hash=areport.config_hash if areport else None,
                 samples_per_gradient=next((r["samples_per_gradient"] for r in (areport.rows if areport else [])
                                            if r["threat"] == "adaptive"), None),
-                wall_time_s=round(time.perf_counter() - t_start, 2))
+                wall_time_s=round(time.perf_counter() - t_start, 2),
+                eval_wall_time_s_total=_eval_wall_time(Path(out), ("eval", "eval-adaptive")))
     _write_table(out, rows, meta, report.clean, suite, mad_p, ds, [k for _, k in columns])
     return meta
+
+
+def _eval_wall_time(out: Path, names: tuple[str, ...]) -> float:
+    """Total wall time of the harness runs (over all resumptions), from their run.json records."""
+    import json
+
+    total = 0.0
+    for name in names:
+        path = out / name / "run.json"
+        if path.exists():
+            total += float(json.loads(path.read_text()).get("wall_time_s_total") or 0.0)
+    return round(total, 1)
 
 
 def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], clean: dict[str, Any], suite: Any,
@@ -180,6 +193,8 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "Full harness reports (every attack parameter, per-threat targets, diagnostics): "
         "[eval/summary.md](eval/summary.md) and [eval-adaptive/summary.md](eval-adaptive/summary.md); "
         "per-example records in `records.jsonl` beside them.",
+        f"Wall time of the harness runs, over all resumptions: {meta['eval_wall_time_s_total']} s "
+        f"(this summary: {meta['wall_time_s']} s).",
     ]
     write_results(out, title=f"MAD {PAPER_TABLE.get(ds, 'quick check')} reproduction: {p.model} + {ds}", intro=intro,
                   sections=sections, rows=rows, meta=meta)
