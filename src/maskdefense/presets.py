@@ -59,12 +59,12 @@ _add(Preset("plain-mnist-cpu", "mnist", "lenet5", epochs=12, n_eval=1000,
             description="LeNet/MNIST without masking, same budget as mad-mnist-cpu"))
 _add(Preset("mad-cifar10-paper", "cifar10", "vgg16", epochs=100, train_cell=8, test_cell=4, n_eval=10000,
             description="MAD VGG16/CIFAR-10 as in the paper (full width; epochs not stated there)"))
-_add(Preset("mad-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=6, batch_size=128, train_cell=8, test_cell=4,
+_add(Preset("mad-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, train_cell=8, test_cell=4,
             n_eval=500,
-            differs=("VGG16 at width 1/4 (1/16 of the FLOPs)", "6 epochs (paper: not stated)", "500 test images for attacks",
+            differs=("VGG16 at width 1/4 (1/16 of the FLOPs)", "20 epochs (paper: not stated)", "500 test images for attacks",
                      "Carlini-Wagner with fewer steps (library default 9x10000 is out of reach)"),
             description="MAD VGG16/CIFAR-10 sized for a 2-core CPU"))
-_add(Preset("plain-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=6, batch_size=128, n_eval=500,
+_add(Preset("plain-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, n_eval=500,
             description="VGG16 width 1/4 on CIFAR-10 without masking, same budget as mad-cifar10-cpu"))
 _add(Preset("mad-svhn-paper", "svhn", "resnet18", epochs=30, train_cell=8, test_cell=4, n_eval=10000,
             description="MAD ResNet18/SVHN as in the paper"))
