@@ -85,3 +85,17 @@ def test_bad_training_data_is_rejected(digits):
         Trainer(model, (x, y[:-1]))
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="rmsprop")
+
+
+def test_training_from_scratch_is_reproducible_across_global_rng_states(tmp_path):
+    from maskdefense.train import train_on_dataset
+
+    weights = []
+    for i, noise in enumerate((123, 456)):
+        torch.manual_seed(noise)  # whatever ran before must not change the result
+        model, _ = train_on_dataset("digits", "digits_cnn", TrainConfig(epochs=1, batch_size=64, seed=0),
+                                    out_dir=tmp_path / str(i), model_kwargs={"width": 4}, progress=False,
+                                    log=lambda s: None)
+        weights.append(model.state_dict())
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k

@@ -280,6 +280,7 @@ def train_on_dataset(
     test = load_dataset(dataset, "test", root=data_root)
     _, c, h, _ = train.images.shape
     kwargs = {"in_channels": c, "input_size": h, "num_classes": len(train.classes), **(model_kwargs or {})}
+    torch.manual_seed(config.seed)  # parameter initialization draws from the global generator
     model = create_model(model_name, **kwargs)
     trainer = Trainer(
         model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir,
