@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from maskdefense.models import MODELS, UnknownNameError, create_model, list_models
+from maskdefense.models import UnknownNameError, create_model, list_models
 from maskdefense.validation import InputError
 
 SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8)}

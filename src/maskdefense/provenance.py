@@ -13,12 +13,10 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
-from contextlib import contextmanager
+from typing import Any
 
 _LIBS = ("maskdefense", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "foolbox", "pyautoattack")
 
@@ -71,16 +69,6 @@ def run_metadata(seed: int | None, command: str | None = None, **extra: Any) -> 
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
-
-
-@contextmanager
-def timed(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Context manager that stores the wall time in ``record['wall_time_s']``."""
-    t0 = time.perf_counter()
-    try:
-        yield record
-    finally:
-        record["wall_time_s"] = round(time.perf_counter() - t0, 3)
 
 
 def _umask() -> int:

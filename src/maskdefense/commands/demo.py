@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_progress_arg, add_seed_arg, echo, progress_enabled
+from ._common import add_progress_arg, add_seed_arg, echo, generator, progress_enabled
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,10 +43,9 @@ def run(args: argparse.Namespace) -> int:
     test = load_dataset(preset.dataset, "test")
     x, y = test.tensors()
     mad = MADClassifier(model, preset.test_cell, preset.test_rate, n=preset.votes).eval()
-    g = lambda: __import__("torch").Generator().manual_seed(args.seed)  # noqa: E731
     acc_plain = accuracy(model, x, y)
-    acc_one = float((mad.predict(x, n=1, generator=g()) == y).float().mean())
-    acc_vote = float((mad.predict(x, generator=g()) == y).float().mean())
+    acc_one = float((mad.predict(x, n=1, generator=generator(args.seed)) == y).float().mean())
+    acc_vote = float((mad.predict(x, generator=generator(args.seed)) == y).float().mean())
     echo(f"test images: {len(y)} (8x8 digits); masking cell={preset.test_cell} rate={preset.test_rate}")
     for label, acc in (("MAD-trained model, unmasked input", acc_plain), ("one masked copy", acc_one),
                        (f"majority vote of {preset.votes} masked copies", acc_vote)):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ._common import add_data_args, add_seed_arg, echo, generator
 

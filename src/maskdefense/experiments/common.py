@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,12 +43,6 @@ def ensure_model(
     model, meta = train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
                                    transform=preset_transform(p), data_root=data_root, log=log, progress=progress)
     return load_model(path)
-
-
-def timed_call(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def seeded(seed: int) -> torch.Generator:

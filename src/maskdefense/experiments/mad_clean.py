@@ -10,13 +10,11 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data import load_dataset
 from ..defenses.mad import STOP_PREDICTIVE, STOP_TEST, MADClassifier
