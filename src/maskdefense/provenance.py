@@ -32,7 +32,8 @@ def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # code and configuration only: results written by running jobs do not make a checkout dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
             cwd=where, capture_output=True, text=True, timeout=10,
         )
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
