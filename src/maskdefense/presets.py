@@ -37,6 +37,21 @@ class Preset:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def train_config(self, seed: int = 0) -> Any:
+        """The :class:`~maskdefense.train.TrainConfig` of this preset."""
+        from .train import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
+                           schedule=self.schedule, weight_decay=self.weight_decay, seed=seed)
+
+    def transform(self) -> Any:
+        """MAD's training transform (``GridMask``) of this preset, or ``None`` when it trains unmasked."""
+        if self.train_cell is None:
+            return None
+        from .masking import GridMask
+
+        return GridMask(self.train_cell, self.train_rate)
+
 
 PRESETS: Registry[Preset] = Registry("preset")
 

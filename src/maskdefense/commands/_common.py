@@ -56,7 +56,9 @@ def load_split(args: argparse.Namespace, split: str, limit: int | None = None) -
 
 
 def generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    from ..experiments.common import seeded
+
+    return seeded(seed)
 
 
 def echo(msg: str) -> None:

@@ -27,18 +27,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..defenses.mad import MADClassifier
-    from ..masking import GridMask
     from ..presets import create_preset
-    from ..train import TrainConfig, accuracy, train_on_dataset
+    from ..train import accuracy, train_on_dataset
 
-    preset = create_preset("mad-digits")
-    epochs = args.epochs or preset.epochs
-    config = TrainConfig(epochs=epochs, batch_size=preset.batch_size, lr=preset.lr, seed=args.seed)
+    preset = create_preset("mad-digits", **({"epochs": args.epochs} if args.epochs else {}))
     assert preset.train_cell is not None and preset.test_cell is not None
     echo(f"maskdefense demo: {preset.description}")
     model, meta = train_on_dataset(
-        preset.dataset, preset.model, config, out_dir=Path(args.out),
-        transform=GridMask(preset.train_cell, preset.train_rate), progress=progress_enabled(args),
+        preset.dataset, preset.model, preset.train_config(args.seed), out_dir=Path(args.out),
+        transform=preset.transform(), progress=progress_enabled(args),
     )
     test = load_dataset(preset.dataset, "test")
     x, y = test.tensors()

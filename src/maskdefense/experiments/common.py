@@ -10,15 +10,7 @@ from torch import nn
 
 from ..checkpoint import load_model, read_metadata
 from ..presets import Preset, create_preset
-from ..train import TrainConfig, train_on_dataset
-
-
-def preset_transform(p: Preset) -> Any:
-    if p.train_cell is None:
-        return None
-    from ..masking import GridMask
-
-    return GridMask(p.train_cell, p.train_rate)
+from ..train import train_on_dataset
 
 
 def ensure_model(
@@ -38,11 +30,9 @@ def ensure_model(
         meta = read_metadata(path)
         if meta.get("epochs") == p.epochs and "test_accuracy" in meta:
             return load_model(path)
-    config = TrainConfig(epochs=p.epochs, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr,
-                         schedule=p.schedule, weight_decay=p.weight_decay, seed=0)
-    model, meta = train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
-                                   transform=preset_transform(p), data_root=data_root, log=log, progress=progress)
-    return load_model(path)
+    train_on_dataset(p.dataset, p.model, p.train_config(seed=0), out_dir=path.parent, model_kwargs=p.model_kwargs,
+                     transform=p.transform(), data_root=data_root, log=log, progress=progress)
+    return load_model(path)  # with the checkpoint's sha256 in its metadata
 
 
 def seeded(seed: int) -> torch.Generator:
