@@ -90,3 +90,29 @@ def test_fig3_quick(runs, tmp_path):
     assert set(full) == set(none) and len(full) >= 4
     assert all(v == 1.0 for v in none.values())  # 0% kept = the clean, correctly classified images
     assert (out / "fig3.png").exists()
+
+
+def test_sweeps_quick_tables_come_from_the_harness_runs(runs, tmp_path):
+    out = tmp_path / "sweeps"
+    assert main(["reproduce", "mad-sweeps", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    data, readme = _read(out)
+    for title in ("## Table 1", "## Table 2", "## Table 3", "gray-box"):
+        assert title in readme
+    assert (out / "sweeps.png").exists()
+    rows = {(r["table"], r.get("attack")): r for r in data["rows"] if r["table"] in ("1", "3")}
+    plain = json.loads((out / "runs" / "plain-digits" / "summary.json").read_text())
+    main_run = json.loads((out / "runs" / "mad-digits-sweep-main" / "summary.json").read_text())
+    other_cell = json.loads((out / "runs" / "mad-digits-sweep-main-test4" / "summary.json").read_text())
+    # Table 1, rate 0 = the plain network alone; rate 3/4 = the vote of the main model
+    assert rows[("1", "Benign")]["0"] == plain["clean"]["base_clean_acc"]
+    assert rows[("1", "Benign")]["3/4"] == main_run["clean"]["defense_clean_acc"]
+    for r in main_run["rows"]:
+        assert rows[("1", r["label"])]["3/4"] == r["defense_acc"]
+        assert rows[("1", r["label"])]["0"] == next(q["attack_acc"] for q in plain["rows"] if q["label"] == r["label"])
+    # Table 3: the 4x4-test column re-votes the stored examples of the same model (same Attack numbers)
+    for r, q in zip(main_run["rows"], other_cell["rows"]):
+        assert r["attack_acc"] == q["attack_acc"] and q["defense_acc"] == rows[("3", q["label"])]["4x4/4x4"]
+    # Table 2: rows (train, test) read the right numbers
+    t2 = {(r["train"], r["test"]): r for r in data["rows"] if r["table"] == "2"}
+    assert t2[(True, False)]["Benign"] == main_run["clean"]["base_clean_acc"]
+    assert t2[(False, True)]["Benign"] == plain["clean"]["defense_clean_acc"]

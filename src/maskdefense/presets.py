@@ -75,10 +75,21 @@ _add(Preset("plain-mnist-cpu", "mnist", "lenet5", epochs=12, n_eval=1000,
 _add(Preset("mad-cifar10-paper", "cifar10", "vgg16", epochs=100, train_cell=8, test_cell=4, n_eval=10000,
             description="MAD VGG16/CIFAR-10 as in the paper (full width; epochs not stated there)"))
 _add(Preset("mad-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, train_cell=8, test_cell=4,
-            n_eval=500,
-            differs=("VGG16 at width 1/4 (1/16 of the FLOPs)", "20 epochs (paper: not stated)", "500 test images for attacks",
+            n_eval=300,
+            differs=("VGG16 at width 1/4 (1/16 of the FLOPs)", "20 epochs (paper: not stated)",
+                     "300 test images for gray-box and transfer attacks, the first 50 for the adaptive threat",
                      "Carlini-Wagner with fewer steps (library default 9x10000 is out of reach)"),
             description="MAD VGG16/CIFAR-10 sized for a 2-core CPU"))
+# Table 1 (mask-rate sweep; rate used at training and test) and Table 3 (train/test cell sizes) of the paper,
+# CPU-sized like mad-cifar10-cpu. Rate 0 is plain-cifar10-cpu; rate 3/4 with 8x8 training cells is mad-cifar10-cpu.
+for _num, _den in ((1, 3), (1, 2), (4, 5)):
+    _add(Preset(f"mad-cifar10-rate{_num}_{_den}-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, train_cell=8,
+                train_rate=_num / _den, test_cell=4, test_rate=_num / _den, n_eval=200,
+                differs=("VGG16 at width 1/4", "20 epochs", "200 test images for attacks", "gray-box attacks only"),
+                description=f"MAD Table 1 column {_num}/{_den}: mad-cifar10-cpu with mask rate {_num}/{_den}"))
+_add(Preset("mad-cifar10-train4-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, train_cell=4, test_cell=4,
+            n_eval=200, differs=("VGG16 at width 1/4", "20 epochs", "200 test images for attacks", "gray-box attacks only"),
+            description="MAD Table 3 columns 'training 4x4': mad-cifar10-cpu trained with 4x4 cells"))
 _add(Preset("plain-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, n_eval=500,
             description="VGG16 width 1/4 on CIFAR-10 without masking, same budget as mad-cifar10-cpu"))
 _add(Preset("mad-svhn-paper", "svhn", "resnet18", epochs=30, train_cell=8, test_cell=4, n_eval=10000,

@@ -13,12 +13,11 @@ def studies() -> dict[str, Callable[..., dict[str, Any]]]:
     from ..experiments.mad_clean import STUDIES
 
     out = dict(STUDIES)
-    try:
-        from ..experiments.mad_tables import STUDIES as TABLES
+    from ..experiments.mad_sweeps import STUDIES as SWEEPS
+    from ..experiments.mad_tables import STUDIES as TABLES
 
-        out.update(TABLES)
-    except ImportError:
-        pass
+    out.update(TABLES)
+    out.update(SWEEPS)
     return out
 
 

@@ -170,6 +170,22 @@ def _fork(seed: int) -> Iterator[None]:
         yield
 
 
+def randomness_check(defense: Defense, xs: Tensor, seed: int) -> dict[str, Any]:
+    """Whether the defense's forward or predict differs between two runs with different seeds (the
+    ``randomness`` diagnostic: undeclared or missing randomness is flagged)."""
+    with torch.no_grad():
+        with _fork(derive_seed(seed, "rnd", 1)):
+            o1 = defense(xs)
+        with _fork(derive_seed(seed, "rnd", 2)):
+            o2 = defense(xs)
+    p1 = _predict(defense, xs, _gen(seed, "rnd", 3))
+    p2 = _predict(defense, xs, _gen(seed, "rnd", 4))
+    fwd = not torch.equal(o1, o2)
+    prd = not torch.equal(p1, p2)
+    return {"declared": bool(getattr(defense, "randomized", False)), "observed": fwd or prd,
+            "forward_differs": fwd, "predict_differs": prd}
+
+
 # ----------------------------------------------------------------------------------------------
 # attacking one batch (shared by evaluate, attack_and_verify and the benchmark)
 
@@ -433,19 +449,6 @@ def evaluate(
             res = fn()
         store.append_group(f"diag|{name}", [{"key": f"diag|{name}", "kind": "diag", "name": name, **res}])
 
-    def randomness() -> dict[str, Any]:
-        xs = x[:m]
-        with torch.no_grad():
-            with _fork(derive_seed(seed, "rnd", 1)):
-                o1 = defense(xs)
-            with _fork(derive_seed(seed, "rnd", 2)):
-                o2 = defense(xs)
-        p1 = _predict(defense, xs, _gen(seed, "rnd", 3))
-        p2 = _predict(defense, xs, _gen(seed, "rnd", 4))
-        fwd = not torch.equal(o1, o2)
-        prd = not torch.equal(p1, p2)
-        return {"declared": randomized, "observed": fwd or prd, "forward_differs": fwd, "predict_differs": prd}
-
     def attack_task(t: ThreatModel, spec: AttackSpec, s: int, e: int) -> None:
         target = targets[t][0]
         xb, yb = x[s:e], y[s:e]
@@ -490,7 +493,7 @@ def evaluate(
             tasks.append(("clean", lambda s=s, e=e: clean_task(s, e)))
     diag: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("outputs:base", lambda: output_stats(_no_grad(base, x[:m]))),
-        ("randomness", randomness),
+        ("randomness", lambda: randomness_check(defense, x[:m], seed)),
     ]
     for t in threats:
         tgt = targets[t][0]

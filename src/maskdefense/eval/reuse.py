@@ -1,0 +1,148 @@
+"""Evaluate another defense on the adversarial examples a previous :func:`~maskdefense.eval.evaluate` run
+stored (``save_adversarial=True``), without attacking again.
+
+This is sound only where the examples do not depend on the defense: the *gray-box* threat (examples
+made against the base network) and the *black-box* threat (made against the surrogate). So the new
+defense must wrap the same base network (same weights; checked by hash) and may differ only in what it
+does at test time -- e.g. MAD's test cell size or vote count (MAD Table 3 evaluates one trained model
+with 2x2, 4x4 and 8x8 test cells). Adaptive rows are skipped: their examples were made against the
+old defense.
+
+The new run directory gets the same files as an :func:`evaluate` run (records, ``run.json`` with a
+pointer to the source run, ``summary.*``), so a table built from it reads like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from ..provenance import atomic_write_json, atomic_write_text, run_metadata
+from ..validation import check_images, check_labels
+from .checks import run_checks
+from .harness import (FORMAT, ConfigMismatchError, Report, _argmax, _as_defense, _gen, _predict, _progress, _unpack,
+                      randomness_check, state_hash, tensor_hash)
+from .records import RecordStore
+from .report import RowPlan, plot_acc_vs_eps, render_csv, render_markdown, summarize
+
+__all__ = ["reevaluate", "REUSABLE_THREATS"]
+
+REUSABLE_THREATS = ("gray-box", "black-box")
+
+
+def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_dir: str | Path,
+               repeats: int | None = None, seed: int | None = None, progress: bool = True,
+               command: str | None = None) -> Report:
+    """Evaluate ``defense`` on the stored gray-box/black-box adversarial examples of the run in
+    ``source`` (made with ``save_adversarial=True`` on the same ``data``); write a run to ``out_dir``.
+
+    Refused (``ConfigMismatchError``) when ``source`` is incomplete, stored no examples, was made on
+    other data, or when ``defense`` does not share its base network's weights.
+    """
+    t_start = time.perf_counter()
+    src = Path(source)
+    run = json.loads((src / "run.json").read_text()) if (src / "run.json").exists() else None
+    if run is None or run.get("status") != "complete" or not (src / "summary.json").exists():
+        raise ConfigMismatchError(f"{src} is not a complete evaluation run")
+    old_cfg, summary_old = run["config"], json.loads((src / "summary.json").read_text())
+    defense = _as_defense(defense).eval()
+    x, y, data_meta = _unpack(data)
+    check_images(x)
+    y = check_labels(y, x.shape[0])
+    if tensor_hash(x, y) != old_cfg["data_sha256"]:
+        raise ConfigMismatchError(f"{src} was evaluated on other data (hash differs)")
+    if state_hash(defense) != old_cfg["model_sha256"]:
+        raise ConfigMismatchError(f"the defense's weights differ from the base network of {src}: its adversarial "
+                                  "examples were not made against this model")
+    seed = int(old_cfg["seed"] if seed is None else seed)
+    randomized = bool(getattr(defense, "randomized", False))
+    repeats = repeats if repeats is not None else (3 if randomized else 1)
+    n, bs = int(old_cfg["n"]), int(old_cfg["batch_size"])
+    old_rows = [r for r in summary_old["rows"] if r["threat"] in REUSABLE_THREATS]
+    plans = [RowPlan(r["threat"], r["attack"], r["name"], r["label"], r["family"], r["norm"], r["eps"],
+                     r["samples_per_gradient"], r["sanity"],
+                     {"attack": r.get("paper_attack"), "defense": r.get("paper_defense")}) for r in old_rows]
+    config = {**old_cfg, "format": FORMAT, "defense": defense.config(), "defense_class": type(defense).__name__,
+              "randomized": randomized, "repeats": repeats, "seed": seed, "reused_from": run["config_hash"]}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run_path = out / "run.json"
+    previous: dict[str, Any] = json.loads(run_path.read_text()) if run_path.exists() else {}
+    if previous and previous.get("config_hash") != config_hash:
+        raise ConfigMismatchError(f"{out} holds a run with a different configuration; use another directory")
+    store = RecordStore(out / "records.jsonl").open()
+    meta = run_metadata(seed, command=command, config=config, config_hash=config_hash, source_run=str(src),
+                        source_config_hash=run["config_hash"], threats=sorted({p.threat for p in plans}),
+                        threat_descriptions={k: v for k, v in run.get("threat_descriptions", {}).items()
+                                             if k in REUSABLE_THREATS},
+                        checkpoint=run.get("checkpoint"), data=data_meta, status="running",
+                        wall_time_s_previous=previous.get("wall_time_s_total", 0.0))
+    atomic_write_json(run_path, meta)
+
+    old_store = RecordStore(src / "records.jsonl").open()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in old_store:
+        if rec.get("kind") == "attack" and rec["threat"] in REUSABLE_THREATS:
+            if "adv_file" not in rec:
+                raise ConfigMismatchError(f"{src} did not store its adversarial examples (save_adversarial=False)")
+            groups.setdefault(f"attack|{rec['threat']}|{rec['attack']}|{rec['idx'] // bs * bs}", []).append(rec)
+    # diagnostics: the attack targets' (unchanged) are copied; the new defense's randomness is measured
+    for rec in old_store:
+        if rec.get("kind") == "diag" and rec["name"] != "randomness" and f"diag|{rec['name']}" not in store.done_groups:
+            store.append_group(f"diag|{rec['name']}", [{k: v for k, v in rec.items() if k not in ("group", "group_size")}])
+    if "diag|randomness" not in store.done_groups:
+        res = randomness_check(defense, x[:int(old_cfg.get("check_samples", 64))], seed)
+        store.append_group("diag|randomness", [{"key": "diag|randomness", "kind": "diag", "name": "randomness", **res}])
+    todo = [(s, min(s + bs, n)) for s in range(0, n, bs) if f"clean|{s}" not in store.done_groups]
+    bar = _progress(len(todo) + len(groups), progress, "reevaluate")
+    for s, e in todo:
+        xb, yb = x[s:e], y[s:e]
+        pb = _argmax(defense.base, xb)
+        pd = [_predict(defense, xb, _gen(seed, "clean", s, r)) for r in range(repeats)]
+        store.append_group(f"clean|{s}", [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i,
+                                           "label": int(yb[i]), "pred_base": int(pb[i]),
+                                           "pred_defense": [int(p[i]) for p in pd]} for i in range(e - s)])
+        bar.update(1)
+    for group, recs in groups.items():
+        if group in store.done_groups:
+            bar.update(1)
+            continue
+        recs.sort(key=lambda r: r["idx"])
+        stored = load_file(str(src / recs[0]["adv_file"]))
+        s = int(stored["idx"][0])
+        xb = x[s:s + len(stored["idx"])]
+        x_eval = torch.where(stored["valid"].view(-1, *[1] * (xb.dim() - 1)), stored["x_adv"], xb)
+        _, threat, key, _ = group.split("|", 3)
+        pd = [_predict(defense, x_eval, _gen(seed, "defense", threat, key, s, r)) for r in range(repeats)]
+        store.append_group(group, [{**{k: v for k, v in rec.items() if k not in ("group", "group_size")},
+                                    "pred_defense_adv": [int(p[rec["idx"] - s]) for p in pd]} for rec in recs])
+        bar.update(1)
+    bar.close()
+
+    clean, rows, diagnostics = summarize(store, plans, n=n, repeats=repeats)
+    flags = run_checks(rows, diagnostics, threats=meta["threats"], defense_name=str(config["defense"].get("defense")),
+                       randomized=randomized, non_differentiable=False, has_bpda=False,
+                       dim=int(x[0].numel()), n=n)
+    summary = {**{k: summary_old.get(k) for k in ("model", "targets")}, "format": FORMAT, "config_hash": config_hash,
+               "config": config, "threats": meta["threats"], "threat_descriptions": meta["threat_descriptions"],
+               "data": data_meta or {}, "paper_benign": summary_old.get("paper_benign"), "clean": clean, "rows": rows,
+               "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,
+               "attacks": [a for a in summary_old.get("attacks", []) if a.get("key") in {p.spec_key for p in plans}],
+               "reused_from": str(src)}
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.csv", render_csv(summary))
+    atomic_write_text(out / "summary.md", render_markdown(summary))
+    plot_acc_vs_eps(summary, out / "acc_vs_eps.png")
+    wall = round(time.perf_counter() - t_start, 3)
+    meta.update(status="complete", wall_time_s=wall,
+                wall_time_s_total=round(float(meta["wall_time_s_previous"]) + wall, 3),
+                records=store.n_records, flags=[f.to_dict() for f in flags])
+    atomic_write_json(run_path, meta)
+    return Report(rows, clean, flags, config, config_hash, meta["threats"], summary["attacks"], out, summary)
