@@ -46,3 +46,21 @@ def train_digits_linear(n_test: int):
         nn.functional.cross_entropy(model(train.images), train.labels).backward()
         opt.step()
     return model.eval(), test.images[:n_test], test.labels[:n_test]
+
+
+def patch_specs(monkeypatch: pytest.MonkeyPatch, name: str, changes: dict[str, dict], **info_changes):
+    """Replace fields (``md5``, ``urls``) of the FileSpecs named by relpath in ``changes``, so that
+    stand-in files made by a test pass the (always active) md5 check, and fields of the DatasetInfo
+    (``default_val_size``) by ``info_changes``. Undone after the test."""
+    import dataclasses
+
+    from maskdefense.data import _catalog
+    from maskdefense.data._types import DatasetName
+
+    key = DatasetName(name)
+    info = _catalog._INFOS[key]
+    files = tuple(dataclasses.replace(f, **changes.get(f.relpath, {})) for f in info.files)
+    assert set(changes) <= {f.relpath for f in info.files}
+    new = dataclasses.replace(info, files=files, **info_changes)
+    monkeypatch.setitem(_catalog._INFOS, key, new)
+    return new

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import hashlib
 import io
@@ -20,7 +19,6 @@ import torch
 
 from maskdefense.data import (
     DataError,
-    DatasetInfo,
     DatasetName,
     FileSpec,
     ImageData,
@@ -32,24 +30,14 @@ from maskdefense.data import (
 from maskdefense.data import _catalog, _files, _formats, _load
 from maskdefense.registry import UnknownNameError
 
+from conftest import patch_specs  # noqa: E402
+
 MNIST_T10K = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 CIFAR_FIRST_TRAIN_LABELS = [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
 
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
-
-
-def patch_specs(monkeypatch: pytest.MonkeyPatch, name: str, changes: dict[str, dict]) -> DatasetInfo:
-    """Replace fields (``md5``, ``urls``) of the FileSpecs named by relpath in ``changes``, so that
-    stand-in files made by a test pass the (always active) md5 check. Undone after the test."""
-    key = DatasetName(name)
-    info = _catalog._INFOS[key]
-    files = tuple(dataclasses.replace(f, **changes.get(f.relpath, {})) for f in info.files)
-    assert set(changes) <= {f.relpath for f in info.files}
-    new = dataclasses.replace(info, files=files)
-    monkeypatch.setitem(_catalog._INFOS, key, new)
-    return new
 
 
 def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:

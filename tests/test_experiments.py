@@ -116,3 +116,58 @@ def test_sweeps_quick_tables_come_from_the_harness_runs(runs, tmp_path):
     t2 = {(r["train"], r["test"]): r for r in data["rows"] if r["table"] == "2"}
     assert t2[(True, False)]["Benign"] == main_run["clean"]["base_clean_acc"]
     assert t2[(False, True)]["Benign"] == plain["clean"]["defense_clean_acc"]
+
+
+def _svhn_stand_in(root, monkeypatch):
+    """Small SVHN-format .mat files (random images) that pass the md5 check (patched) and a 4-image val split."""
+    import hashlib
+
+    import numpy as np
+    import scipy.io
+
+    from conftest import patch_specs
+
+    rng = np.random.default_rng(0)
+    folder = root / "SVHN"
+    folder.mkdir(parents=True)
+    changes = {}
+    for split, n in (("train", 40), ("test", 8)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
+        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+        changes[f"SVHN/{split}_32x32.mat"] = {"md5": hashlib.md5((folder / f"{split}_32x32.mat").read_bytes()).hexdigest()}
+    patch_specs(monkeypatch, "svhn", changes, default_val_size=4)
+
+
+def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
+    """The Table 5 (right half) path: ResNet18/SVHN presets, suite, surrogate, all three threats."""
+    from maskdefense.experiments.mad_tables import QUICK_OVERRIDES, table_study
+
+    root = tmp_path / "data"
+    _svhn_stand_in(root, monkeypatch)
+    out = tmp_path / "svhn"
+    meta = table_study(out, dataset="svhn", data_root=root, runs_dir=tmp_path / "runs", limit=6, adaptive_n=3,
+                       preset_overrides={"epochs": 1}, every=8, attack_overrides=QUICK_OVERRIDES, log=lambda m: None)
+    assert meta["mad_preset"]["name"] == "mad-svhn-cpu" and meta["mad_preset"]["model"] == "resnet18_narrow"
+    assert meta["surrogate_preset"]["name"] == "plain-svhn-cpu" and meta["preset_overrides"] == {"epochs": 1}
+    data, readme = _read(out)
+    assert len(data["rows"]) == 3 and all(r["paper_defense"] is not None for r in data["rows"])
+    assert "Table 5 (right)" in readme and "resnet18_narrow" in readme
+    # random stand-in images: the 1-epoch model may classify none correctly (then the cells are empty)
+    assert all(r["adaptive_defense"] is None or 0 <= r["adaptive_defense"] <= 1 for r in data["rows"])
+    assert (out / "eval-adaptive" / "summary.md").exists() and (out / "eval" / "summary.md").exists()
+
+
+def test_mad_table_with_missing_data_says_so(tmp_path, monkeypatch):
+    from maskdefense.data import DataError
+    from maskdefense.experiments.mad_tables import table_study
+
+    from test_data import no_network
+
+    no_network(monkeypatch)
+    out = tmp_path / "svhn"
+    with pytest.raises(DataError, match="train_32x32.mat|test_32x32.mat"):
+        table_study(out, dataset="svhn", data_root=tmp_path / "empty", runs_dir=tmp_path / "runs", log=lambda m: None)
+    data, readme = _read(out)
+    assert "data missing" in readme and "nothing was trained" in readme
+    assert data["meta"]["status"] == "data missing" and not (tmp_path / "runs").exists()
