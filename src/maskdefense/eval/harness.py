@@ -55,6 +55,7 @@ __all__ = [
 
 FORMAT = "maskdefense-eval-v1"
 DEFAULT_SANITY = "pgd-linf:eps=0.5"
+WALL_TIME_SAVE_S = 30.0  # run.json's running wall-time total is refreshed at most this often
 
 
 class ConfigMismatchError(RuntimeError):
@@ -509,11 +510,16 @@ def evaluate(
                 tasks.append((f"{t.value} {spec.display}", lambda t=t, spec=spec, s=s, e=e: attack_task(t, spec, s, e)))
 
     bar = _progress(len(tasks), progress, "evaluate")
+    last_saved = time.perf_counter()
     try:
         for desc, fn in tasks:
             bar.set_postfix_str(desc[:60], refresh=False)
             fn()
             bar.update(1)
+            if time.perf_counter() - last_saved > WALL_TIME_SAVE_S:  # so a killed run's wall time is kept
+                last_saved = time.perf_counter()
+                meta["wall_time_s_total"] = round(float(meta["wall_time_s_previous"]) + last_saved - t_start, 3)
+                atomic_write_json(run_path, meta)
     finally:
         bar.close()
 
