@@ -141,13 +141,14 @@ def _svhn_stand_in(root, monkeypatch):
 
 def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
     """The Table 5 (right half) path: ResNet18/SVHN presets, suite, surrogate, all three threats."""
-    from maskdefense.experiments.mad_tables import QUICK_OVERRIDES, table_study
+    from maskdefense.experiments.mad_tables import QUICK_AUTOATTACK, QUICK_OVERRIDES, table_study
 
     root = tmp_path / "data"
     _svhn_stand_in(root, monkeypatch)
     out = tmp_path / "svhn"
     meta = table_study(out, dataset="svhn", data_root=root, runs_dir=tmp_path / "runs", limit=6, adaptive_n=3,
-                       preset_overrides={"epochs": 1}, every=8, attack_overrides=QUICK_OVERRIDES, log=lambda m: None)
+                       preset_overrides={"epochs": 1}, every=8, attack_overrides=QUICK_OVERRIDES,
+                       autoattack=(3, (0.1,), QUICK_AUTOATTACK[2]), log=lambda m: None)
     assert meta["mad_preset"]["name"] == "mad-svhn-cpu" and meta["mad_preset"]["model"] == "resnet18_narrow"
     assert meta["surrogate_preset"]["name"] == "plain-svhn-cpu" and meta["preset_overrides"] == {"epochs": 1}
     data, readme = _read(out)
@@ -156,6 +157,7 @@ def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
     # random stand-in images: the 1-epoch model may classify none correctly (then the cells are empty)
     assert all(r["adaptive_defense"] is None or 0 <= r["adaptive_defense"] <= 1 for r in data["rows"])
     assert (out / "eval-adaptive" / "summary.md").exists() and (out / "eval" / "summary.md").exists()
+    assert [r["name"] for r in meta["autoattack"]] == ["autoattack-rand", "pgd-linf"]
 
 
 def test_mad_table_with_missing_data_says_so(tmp_path, monkeypatch):

@@ -37,6 +37,11 @@ PAPER_TABLE = {"mnist": "Table 5 (left)", "cifar10": "Table 4", "svhn": "Table 5
 N_IMAGES = {"mnist": 1100, "cifar10": 300, "svhn": 300}
 # Images for the adaptive threat (EOT: n_grad forward/backward passes per gradient step).
 ADAPTIVE_N = {"mnist": 300, "cifar10": 50, "svhn": 50}
+# AutoAttack "rand" (APGD-CE + APGD-DLR, 20 EOT samples per gradient, library defaults) against the whole
+# defense: (images, Linf epsilons). The first epsilon is the table's largest PGD-Linf one; MNIST adds 0.1, where
+# the epsilon sweep shows the vote breaking. Beside it, the harness's PGD-Linf with EOT on the same images.
+AUTOATTACK = {"mnist": (100, (0.02, 0.1)), "cifar10": (20, (0.015,)), "svhn": (20, (0.015,))}
+QUICK_AUTOATTACK = (8, (0.1,), "n_iter=5,eot_iter=2")
 # What the CPU cannot afford of the library defaults (recorded in the results as overrides).
 CPU_OVERRIDES = "cw-l2:steps=100,binary_search_steps=5"
 QUICK_OVERRIDES = "cw-l2:steps=20,binary_search_steps=2;deepfool-l2:steps=10;deepfool-linf:steps=10"
@@ -50,7 +55,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 runs_dir: str | Path = "runs", data_root: Any = None, limit: int | None = None,
                 threats: str = "gray-box,black-box,adaptive", adaptive_n: int | None = None,
                 preset_overrides: dict[str, Any] | None = None, every: int | None = None,
-                attack_overrides: str | None = None, log: Log = print) -> dict[str, Any]:
+                attack_overrides: str | None = None, autoattack: tuple[int, tuple[float, ...], str] | None = None,
+                log: Log = print) -> dict[str, Any]:
     """The paper's table with our gray-box, black-box transfer and adaptive columns.
 
     The gray-box and transfer threats run on ``limit`` images (default ``N_IMAGES``). The adaptive threat
@@ -58,8 +64,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     ``ADAPTIVE_N``; all in quick mode), together with the other threats on the same images, so that the
     integrity checks (transfer stronger than adaptive ...) compare like with like.
 
-    ``preset_overrides`` (e.g. ``{"epochs": 1}``), ``every`` (use every k-th attack row) and
-    ``attack_overrides`` shrink a run for tests (the SVHN stand-in); results made with them say so.
+    ``preset_overrides`` (e.g. ``{"epochs": 1}``), ``every`` (use every k-th attack row),
+    ``attack_overrides`` and ``autoattack`` (images, epsilons, extra AutoAttack parameters) shrink a run for tests (the SVHN stand-in); results made with them say so.
     When the dataset is missing, the results README says so (and the error is raised).
     """
     t_start = time.perf_counter()
@@ -99,6 +105,15 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     if "adaptive" in wanted:
         areport = evaluate(defense, test.subset(range(n_adapt)), specs, ",".join(wanted),
                            out_dir=Path(out) / "eval-adaptive", **common)
+    aa_rows: list[dict[str, Any]] = []
+    aa_n, aa_eps, aa_extra = 0, (), ""
+    if "adaptive" in wanted:
+        aa_n, aa_eps, aa_extra = autoattack or (QUICK_AUTOATTACK if quick else (*AUTOATTACK[dataset], ""))
+        aa_specs = [f"autoattack-rand:eps={e!r},norm=Linf" + (f",{aa_extra}" if aa_extra else "") for e in aa_eps]
+        aa_specs += [f"pgd-linf:eps={e!r}" for e in aa_eps]
+        aa_rep = evaluate(defense, test.subset(range(min(n, aa_n))), ";".join(aa_specs), "adaptive",
+                          out_dir=Path(out) / "eval-autoattack", sanity=None, **common)
+        aa_rows = [r for r in aa_rep.rows]
     found = {(r["label"], r["threat"]): r for r in report.rows}
     if areport is not None:
         found.update({(r["label"], f"{r['threat']}@{n_adapt}"): r for r in areport.rows})
@@ -126,7 +141,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     flags = [{"code": f.code, "severity": f.severity, "message": f.message, "run": run}
              for run, rep in (("eval", report), ("eval-adaptive", areport)) if rep is not None for f in rep.flags]
     meta.update(study=f"mad-table-{ds}", dataset=ds, suite=suite.name, preset_overrides=po or None,
-                attack_rows_every=every, mad_preset=mad_p.to_dict(),
+                attack_rows_every=every, autoattack_setting=[aa_n, list(aa_eps), aa_extra] if aa_rows else None,
+                mad_preset=mad_p.to_dict(),
                 surrogate_preset=sur_p.to_dict(), n_images=n, adaptive_n=n_adapt if areport else None,
                 clean=report.clean, clean_adaptive_subset=areport.clean if areport else None, flags=flags,
                 attack_overrides=overrides, checkpoints={"mad": ck["sha256"], "surrogate": sck["sha256"]},
@@ -134,10 +150,27 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 eval_adaptive_config_hash=areport.config_hash if areport else None,
                 samples_per_gradient=next((r["samples_per_gradient"] for r in (areport.rows if areport else [])
                                            if r["threat"] == "adaptive"), None),
+                autoattack=[{k: r[k] for k in ("label", "name", "attack", "n", "n_correct", "defense_acc", "defense_std",
+                                               "robust_acc", "samples_per_gradient")} for r in aa_rows],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=_eval_wall_time(Path(out), ("eval", "eval-adaptive")))
+                eval_wall_time_s_total=_eval_wall_time(Path(out), ("eval", "eval-adaptive", "eval-autoattack")))
     _write_table(out, rows, meta, report.clean, suite, mad_p, ds, [k for _, k in columns])
     return meta
+
+
+def _autoattack_section(meta: dict[str, Any]) -> str:
+    rows = meta.get("autoattack") or []
+    if not rows:
+        return "(not run)"
+    n = rows[0]["n"]
+    text = (f"Adaptive white-box on the first {n} test images ({rows[0]['n_correct']} correctly classified by the base "
+            "network): AutoAttack `rand` (APGD-CE and APGD-DLR with EOT, pyautoattack defaults) and the harness's "
+            "PGD-Linf, both through the defense's differentiable forward (the log of the mean softmax over its masked "
+            "copies). Defense = the 5-vote accuracy on those examples (mean of 3 votes), among the correctly "
+            "classified images; robust = over all images.\n\n")
+    return text + markdown_table(rows, ["label", "samples_per_gradient", "defense_acc", "robust_acc"],
+                                 ["attack", "forward passes per gradient", "Defense (adaptive)", "robust accuracy"],
+                                 {"defense_acc": pct, "robust_acc": pct})
 
 
 def _eval_wall_time(out: Path, names: tuple[str, ...]) -> float:
@@ -209,6 +242,7 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         (f"Mean (ours - paper) on the gray-box Defense column: {_fmt_pts(sum(gaps) / len(gaps))} points."
          if gaps else ""),
         "## Does the robustness survive an attacker who knows the defense?", verdict or "(adaptive threat not run)",
+        "### AutoAttack rand against the whole defense", _autoattack_section(meta),
         "## Robust accuracy over all evaluated images (RobustBench style)",
         "An image counts when the defense is right on it both clean and attacked.", rtable,
         "## Integrity flags", flag_lines,
