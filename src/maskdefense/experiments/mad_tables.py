@@ -150,8 +150,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 eval_adaptive_config_hash=areport.config_hash if areport else None,
                 samples_per_gradient=next((r["samples_per_gradient"] for r in (areport.rows if areport else [])
                                            if r["threat"] == "adaptive"), None),
-                autoattack=[{k: r[k] for k in ("label", "name", "attack", "n", "n_correct", "defense_acc", "defense_std",
-                                               "robust_acc", "samples_per_gradient")} for r in aa_rows],
+                autoattack=[{k: r[k] for k in ("label", "name", "attack", "n", "n_correct", "defense_acc",
+                                               "defense_std", "robust_acc", "samples_per_gradient")} for r in aa_rows],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 eval_wall_time_s_total=_eval_wall_time(Path(out), ("eval", "eval-adaptive", "eval-autoattack")))
     _write_table(out, rows, meta, report.clean, suite, mad_p, ds, [k for _, k in columns])
