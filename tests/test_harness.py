@@ -148,6 +148,7 @@ def test_protocol_numbers_match_a_direct_computation(trained, tmp_path):
     assert row["defense_acc"] == row["attack_acc"] and row["improvement"] == 0.0  # no defense
     assert row["robust_acc"] == pytest.approx(float((clean_ok & adv_ok).float().mean()), abs=1e-6)
     assert row["defense_std"] == 0.0 and rep.clean["repeats"] == 1
+    assert rep.clean["defense_clean_acc_on_correct"] == 1.0  # no defense: right on every image it gets right
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["rows"][0]["attack"] == row["attack"] and s["attacks"][0]["params"]["steps"] == 5
     csv = (tmp_path / "summary.csv").read_text().splitlines()
@@ -167,6 +168,9 @@ def test_mad_gray_box_and_adaptive_side_by_side(trained, tmp_path):
     rep = evaluate(defense, (x[:32], y[:32]), "fgsm-linf:eps=0.1;pgd-linf:eps=0.1,steps=5",
                    "gray-box,adaptive", out_dir=tmp_path, sanity=None, batch_size=16, progress=False)
     assert rep.clean["repeats"] == 3 and len(rep.clean["defense_clean_per_repeat"]) == 3
+    recs = [r for r in RecordStore(tmp_path / "records.jsonl") if r["kind"] == "clean" and r["pred_base"] == r["label"]]
+    direct = sum(p == r["label"] for r in recs for p in r["pred_defense"]) / (3 * len(recs))
+    assert rep.clean["defense_clean_acc_on_correct"] == pytest.approx(direct, abs=1e-6)
     g, a = rep.row("pgd-linf:eps=0.1,steps=5", "gray-box"), rep.row("pgd-linf:eps=0.1,steps=5", "adaptive")
     assert g["samples_per_gradient"] == 1 and a["samples_per_gradient"] == 4
     assert a["defense_std"] is not None and 0 <= a["robust_acc"] <= 1

@@ -97,6 +97,10 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
         "defense_clean_acc": _mean_std(def_clean_acc)[0], "defense_clean_std": _mean_std(def_clean_acc)[1],
         "defense_clean_per_repeat": [_r(float(v)) for v in def_clean_acc],
         "defense_abstain_rate": _r(float(abstain[have_clean].mean())) if n_clean else None,
+        # the ceiling of the protocol's Defense numbers: the defense's clean accuracy on the images the base
+        # model classifies correctly (the only ones attacked)
+        "defense_clean_acc_on_correct": _mean_std(def_ok[have_clean & base_ok].mean(0))[0]
+        if (have_clean & base_ok).any() else None,
     }
     rows = []
     for p, col in zip(plans, cols):

@@ -214,12 +214,16 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         return sum(vals) / len(vals) if vals else None
 
     verdict = ""
+    ceiling = clean.get("defense_clean_acc_on_correct")
+    ceiling_sub = (meta.get("clean_adaptive_subset") or {}).get("defense_clean_acc_on_correct")
     if na and mean("adaptive_defense") is not None:
         verdict = (f"On the same first {na} images, mean Defense accuracy over the {len(rows)} attack rows: gray-box "
                    f"{pct(mean('gray_box_sub_defense'))}, black-box transfer {pct(mean('black_box_sub_defense'))}, "
                    f"adaptive white-box {pct(mean('adaptive_defense'))}. The adaptive attacker attacks the defense "
                    f"itself: gradients of the log of the mean softmax over {meta['samples_per_gradient']} masked "
                    "copies (EOT through the masks); the gray-box attacker attacks the unmasked base network only.")
+        if ceiling_sub is not None:
+            verdict += f" Without any attack, the vote is right on {pct(ceiling_sub)} of these images' correct ones."
     intro = (
         f"MAD journal paper, {PAPER_TABLE.get(ds, 'quick check')}: {p.model} on {ds}, trained with {p.train_cell}x"
         f"{p.train_cell} cells at rate {p.train_rate} ({p.name}, {p.epochs} epochs), defended by the majority vote of "
@@ -241,6 +245,9 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "## Side by side with the paper", table,
         (f"Mean (ours - paper) on the gray-box Defense column: {_fmt_pts(sum(gaps) / len(gaps))} points."
          if gaps else ""),
+        (f"The ceiling of every Defense number: on the {clean.get('n_correct')} images the base network classifies "
+         f"correctly (the only ones attacked), the vote's clean accuracy is {pct(ceiling)}."
+         if ceiling is not None else ""),
         "## Does the robustness survive an attacker who knows the defense?", verdict or "(adaptive threat not run)",
         "### AutoAttack rand against the whole defense", _autoattack_section(meta),
         "## Robust accuracy over all evaluated images (RobustBench style)",
