@@ -84,11 +84,11 @@ _add(Preset("mad-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=
 # CPU-sized like mad-cifar10-cpu. Rate 0 is plain-cifar10-cpu; rate 3/4 with 8x8 training cells is mad-cifar10-cpu.
 for _num, _den in ((1, 3), (1, 2), (4, 5)):
     _add(Preset(f"mad-cifar10-rate{_num}_{_den}-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, train_cell=8,
-                train_rate=_num / _den, test_cell=4, test_rate=_num / _den, n_eval=200,
-                differs=("VGG16 at width 1/4", "20 epochs", "200 test images for attacks", "gray-box attacks only"),
+                train_rate=_num / _den, test_cell=4, test_rate=_num / _den, n_eval=100,
+                differs=("VGG16 at width 1/4", "20 epochs", "100 test images for attacks", "gray-box attacks only"),
                 description=f"MAD Table 1 column {_num}/{_den}: mad-cifar10-cpu with mask rate {_num}/{_den}"))
 _add(Preset("mad-cifar10-train4-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, train_cell=4, test_cell=4,
-            n_eval=200, differs=("VGG16 at width 1/4", "20 epochs", "200 test images for attacks", "gray-box attacks only"),
+            n_eval=100, differs=("VGG16 at width 1/4", "20 epochs", "100 test images for attacks", "gray-box attacks only"),
             description="MAD Table 3 columns 'training 4x4': mad-cifar10-cpu trained with 4x4 cells"))
 _add(Preset("plain-cifar10-cpu", "cifar10", "vgg16_narrow", epochs=20, batch_size=128, n_eval=500,
             description="VGG16 width 1/4 on CIFAR-10 without masking, same budget as mad-cifar10-cpu"))

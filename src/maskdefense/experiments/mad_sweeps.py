@@ -69,7 +69,7 @@ PAPER_TABLE2 = {  # (masked at training, masked at test): Benign, then TABLE2_AT
     (False, True): (49.39, 67.98, 69.37, 70.06, 67.98),
     (True, True): (82.65, 81.80, 84.78, 91.28, 85.23),
 }
-N_IMAGES = 200  # first N CIFAR-10 test images (CPU budget: 6 models x 23 attacks)
+N_IMAGES = 100  # first N CIFAR-10 test images (CPU budget: 6 models x 23 attacks, about 3 minutes each)
 
 
 @dataclass(frozen=True)
