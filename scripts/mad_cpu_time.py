@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from maskdefense.provenance import run_metadata  # noqa: E402
 from maskdefense.results import markdown_table, write_results  # noqa: E402
 
-FOLDERS = ("mad-table5-mnist", "mad-table-cifar10", "mad-sweeps", "mad-fig3-mnist", "mad-votes-mnist",
+FOLDERS = ("mad-table5-mnist", "mad-table-cifar10", "mad-sweeps", "mad-fig3-mnist", "mad-fig3-cifar10", "mad-votes-mnist",
            "mad-votes-cifar10", "mad-ablation-mnist", "mad-ablation-cifar10", "mad-masks-mnist", "mad-masks-cifar10",
            "mad-mnist-cell4", "mad-cifar10-testcell", "mad-mnist-eps-sweep", "plain-mnist-eps-sweep",
            "harness-sanity-mnist", "lenet-mnist")
