@@ -106,6 +106,7 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
         areport = evaluate(defense, test.subset(range(n_adapt)), specs, ",".join(wanted),
                            out_dir=Path(out) / "eval-adaptive", **common)
     aa_rows: list[dict[str, Any]] = []
+    aa_rep = None
     aa_n, aa_eps, aa_extra = 0, (), ""
     if "adaptive" in wanted:
         aa_n, aa_eps, aa_extra = autoattack or (QUICK_AUTOATTACK if quick else (*AUTOATTACK[dataset], ""))
@@ -139,7 +140,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                               if row.get("gray_box_defense") is not None and row["paper_defense"] is not None else None)
         rows.append(row)
     flags = [{"code": f.code, "severity": f.severity, "message": f.message, "run": run}
-             for run, rep in (("eval", report), ("eval-adaptive", areport)) if rep is not None for f in rep.flags]
+             for run, rep in (("eval", report), ("eval-adaptive", areport), ("eval-autoattack", aa_rep))
+             if rep is not None for f in rep.flags]
     meta.update(study=f"mad-table-{ds}", dataset=ds, suite=suite.name, preset_overrides=po or None,
                 attack_rows_every=every, autoattack_setting=[aa_n, list(aa_eps), aa_extra] if aa_rows else None,
                 mad_preset=mad_p.to_dict(),
@@ -166,7 +168,8 @@ def _autoattack_section(meta: dict[str, Any]) -> str:
     text = (f"Adaptive white-box on the first {n} test images ({rows[0]['n_correct']} correctly classified by the base "
             "network): AutoAttack `rand` (APGD-CE and APGD-DLR with EOT, pyautoattack defaults) and the harness's "
             "PGD-Linf, both through the defense's differentiable forward (the log of the mean softmax over its masked "
-            "copies). Defense = the 5-vote accuracy on those examples (mean of 3 votes), among the correctly "
+            f"copies). Defense = the {meta['mad_preset']['votes']}-vote accuracy on those examples (mean of 3 votes), "
+            "among the correctly "
             "classified images; robust = over all images.\n\n")
     return text + markdown_table(rows, ["label", "samples_per_gradient", "defense_acc", "robust_acc"],
                                  ["attack", "forward passes per gradient", "Defense (adaptive)", "robust accuracy"],
@@ -223,7 +226,8 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
                    f"itself: gradients of the log of the mean softmax over {meta['samples_per_gradient']} masked "
                    "copies (EOT through the masks); the gray-box attacker attacks the unmasked base network only.")
         if ceiling_sub is not None:
-            verdict += f" Without any attack, the vote is right on {pct(ceiling_sub)} of these images' correct ones."
+            verdict += (f" Without any attack, the vote is right on {pct(ceiling_sub)} of the correctly classified "
+                        "ones among these images (the ceiling of these Defense numbers).")
     intro = (
         f"MAD journal paper, {PAPER_TABLE.get(ds, 'quick check')}: {p.model} on {ds}, trained with {p.train_cell}x"
         f"{p.train_cell} cells at rate {p.train_rate} ({p.name}, {p.epochs} epochs), defended by the majority vote of "
