@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", help="where trained models are kept (default runs/)")
     p.add_argument("--data-root", default=None, help="dataset folder (else $MASKDEFENSE_DATA, else user cache)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--autoattack-n", type=int, default=None,
+                   help="mad-table: images for the AutoAttack-rand column (default per dataset; 0 skips it)")
     p.add_argument("--quick", action="store_true", help="seconds-long version on the embedded digits (for tests)")
     add_seed_arg(p)
     p.set_defaults(func=run)
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         kwargs["dataset"] = args.dataset
     if args.limit is not None:
         kwargs["limit"] = args.limit
+    if args.autoattack_n is not None:
+        kwargs["autoattack_n"] = args.autoattack_n
     import inspect
 
     accepted = inspect.signature(fn).parameters
