@@ -40,7 +40,7 @@ ADAPTIVE_N = {"mnist": 300, "cifar10": 50, "svhn": 50}
 # AutoAttack "rand" (APGD-CE + APGD-DLR, 20 EOT samples per gradient, library defaults) against the whole
 # defense: (images, Linf epsilons). The first epsilon is the table's largest PGD-Linf one; MNIST adds 0.1, where
 # the epsilon sweep shows the vote breaking. Beside it, the harness's PGD-Linf with EOT on the same images.
-AUTOATTACK = {"mnist": (100, (0.02, 0.1)), "cifar10": (5, (0.015,)), "svhn": (5, (0.015,))}  # VGG16/4: ~2 min per image
+AUTOATTACK = {"mnist": (100, (0.02, 0.1)), "cifar10": (50, (0.015,)), "svhn": (50, (0.015,))}
 QUICK_AUTOATTACK = (8, (0.1,), "n_iter=5,eot_iter=2")
 # What the CPU cannot afford of the library defaults (recorded in the results as overrides).
 CPU_OVERRIDES = "cw-l2:steps=100,binary_search_steps=5"
