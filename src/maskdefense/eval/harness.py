@@ -187,6 +187,28 @@ def randomness_check(defense: Defense, xs: Tensor, seed: int) -> dict[str, Any]:
             "forward_differs": fwd, "predict_differs": prd}
 
 
+def config_digest(config: Mapping[str, Any]) -> str:
+    """The ``config_hash`` of a run: sha256 of its config as canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def clean_records(defense: Defense, x: Tensor, y: Tensor, s: int, seed: int, repeats: int) -> list[dict[str, Any]]:
+    """The clean records of the batch ``x, y`` starting at index ``s``: base and defense predictions,
+    the defense ``repeats`` times with the batch's seeded randomness."""
+    pb = _argmax(defense.base, x)
+    pd = [_predict(defense, x, _gen(seed, "clean", s, r)) for r in range(repeats)]
+    return [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i, "label": int(y[i]),
+             "pred_base": int(pb[i]), "pred_defense": [int(p[i]) for p in pd]} for i in range(len(y))]
+
+
+def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
+    """``summary.json``/``.csv``/``.md`` and ``acc_vs_eps.png`` of a run, written atomically."""
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.csv", render_csv(summary))
+    atomic_write_text(out / "summary.md", render_markdown(summary))
+    plot_acc_vs_eps(summary, out / "acc_vs_eps.png")
+
+
 # ----------------------------------------------------------------------------------------------
 # attacking one batch (shared by evaluate, attack_and_verify and the benchmark)
 
@@ -380,7 +402,7 @@ def evaluate(
         "repeats": repeats,
         "check_samples": check_samples,
     }
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    config_hash = config_digest(config)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -438,12 +460,7 @@ def evaluate(
     base = defense.base
 
     def clean_task(s: int, e: int) -> None:
-        xb, yb = x[s:e], y[s:e]
-        pb = _argmax(base, xb)
-        pd = [_predict(defense, xb, _gen(seed, "clean", s, r)) for r in range(repeats)]
-        recs = [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i, "label": int(yb[i]),
-                 "pred_base": int(pb[i]), "pred_defense": [int(p[i]) for p in pd]} for i in range(e - s)]
-        store.append_group(f"clean|{s}", recs)
+        store.append_group(f"clean|{s}", clean_records(defense, x[s:e], y[s:e], s, seed, repeats))
 
     def diag_task(name: str, fn: Callable[[], dict[str, Any]]) -> None:
         with _fork(derive_seed(seed, "diag", name)):
@@ -541,10 +558,7 @@ def evaluate(
         "clean": clean, "rows": rows, "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,
         "attacks": [s.to_dict() for _, s, _ in plan],
     }
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.csv", render_csv(summary))
-    atomic_write_text(out / "summary.md", render_markdown(summary))
-    plot_acc_vs_eps(summary, out / "acc_vs_eps.png")
+    write_summary(out, summary)
 
     timing: dict[str, float] = {}
     for rec in store:

@@ -14,7 +14,6 @@ pointer to the source run, ``summary.*``), so a table built from it reads like a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,13 +22,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from ..provenance import atomic_write_json, atomic_write_text, run_metadata
+from ..provenance import atomic_write_json, run_metadata
 from ..validation import check_images, check_labels
 from .checks import run_checks
-from .harness import (FORMAT, ConfigMismatchError, Report, _argmax, _as_defense, _gen, _predict, _progress, _unpack,
-                      randomness_check, state_hash, tensor_hash)
+from .harness import (FORMAT, ConfigMismatchError, Report, _as_defense, _gen, _predict, _progress, _unpack,
+                      clean_records, config_digest, randomness_check, state_hash, tensor_hash, write_summary)
 from .records import RecordStore
-from .report import RowPlan, plot_acc_vs_eps, render_csv, render_markdown, summarize
+from .report import RowPlan, summarize
 
 __all__ = ["reevaluate", "REUSABLE_THREATS"]
 
@@ -70,7 +69,7 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
                      {"attack": r.get("paper_attack"), "defense": r.get("paper_defense")}) for r in old_rows]
     config = {**old_cfg, "format": FORMAT, "defense": defense.config(), "defense_class": type(defense).__name__,
               "randomized": randomized, "repeats": repeats, "seed": seed, "reused_from": run["config_hash"]}
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    config_hash = config_digest(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_path = out / "run.json"
@@ -86,29 +85,26 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
                         wall_time_s_previous=previous.get("wall_time_s_total", 0.0))
     atomic_write_json(run_path, meta)
 
-    old_store = RecordStore(src / "records.jsonl").open()
     groups: dict[str, list[dict[str, Any]]] = {}
-    for rec in old_store:
+    diags: list[dict[str, Any]] = []  # the attack targets' (unchanged) diagnostics are copied
+    for rec in RecordStore(src / "records.jsonl").open():
         if rec.get("kind") == "attack" and rec["threat"] in REUSABLE_THREATS:
             if "adv_file" not in rec:
                 raise ConfigMismatchError(f"{src} did not store its adversarial examples (save_adversarial=False)")
             groups.setdefault(f"attack|{rec['threat']}|{rec['attack']}|{rec['idx'] // bs * bs}", []).append(rec)
-    # diagnostics: the attack targets' (unchanged) are copied; the new defense's randomness is measured
-    for rec in old_store:
-        if rec.get("kind") == "diag" and rec["name"] != "randomness" and f"diag|{rec['name']}" not in store.done_groups:
+        elif rec.get("kind") == "diag" and rec["name"] != "randomness":
+            diags.append(rec)
+    for rec in diags:
+        if f"diag|{rec['name']}" not in store.done_groups:
             store.append_group(f"diag|{rec['name']}", [{k: v for k, v in rec.items() if k not in ("group", "group_size")}])
+    # the new defense's randomness is measured
     if "diag|randomness" not in store.done_groups:
         res = randomness_check(defense, x[:int(old_cfg.get("check_samples", 64))], seed)
         store.append_group("diag|randomness", [{"key": "diag|randomness", "kind": "diag", "name": "randomness", **res}])
     todo = [(s, min(s + bs, n)) for s in range(0, n, bs) if f"clean|{s}" not in store.done_groups]
     bar = _progress(len(todo) + len(groups), progress, "reevaluate")
     for s, e in todo:
-        xb, yb = x[s:e], y[s:e]
-        pb = _argmax(defense.base, xb)
-        pd = [_predict(defense, xb, _gen(seed, "clean", s, r)) for r in range(repeats)]
-        store.append_group(f"clean|{s}", [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i,
-                                           "label": int(yb[i]), "pred_base": int(pb[i]),
-                                           "pred_defense": [int(p[i]) for p in pd]} for i in range(e - s)])
+        store.append_group(f"clean|{s}", clean_records(defense, x[s:e], y[s:e], s, seed, repeats))
         bar.update(1)
     for group, recs in groups.items():
         if group in store.done_groups:
@@ -136,10 +132,7 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
                "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,
                "attacks": [a for a in summary_old.get("attacks", []) if a.get("key") in {p.spec_key for p in plans}],
                "reused_from": str(src)}
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.csv", render_csv(summary))
-    atomic_write_text(out / "summary.md", render_markdown(summary))
-    plot_acc_vs_eps(summary, out / "acc_vs_eps.png")
+    write_summary(out, summary)
     wall = round(time.perf_counter() - t_start, 3)
     meta.update(status="complete", wall_time_s=wall,
                 wall_time_s_total=round(float(meta["wall_time_s_previous"]) + wall, 3),

@@ -32,7 +32,7 @@ from ..eval.reuse import reevaluate
 from ..presets import Preset, create_preset
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
-from .common import ensure_model
+from .common import ensure_model, harness_wall_time, mean_defined
 from .mad_tables import CPU_OVERRIDES, QUICK_OVERRIDES
 
 Log = Callable[[str], None]
@@ -103,11 +103,6 @@ def _plan(quick: bool, limit: int | None) -> SweepPlan:
     t2 = digits("mad-digits-sweep-train2", train_cell=2, test_cell=2, train_rate=0.75, test_rate=0.75)
     return SweepPlan("digits", "mad-table4-cifar10", limit or 24, create_preset("plain-digits", epochs=3), main,
                      (("1/2", half), ("3/4", main)), ((2, 2, t2), (4, 2, main), (4, 4, main)), QUICK_OVERRIDES, every=6)
-
-
-def _mean(vals: list[float | None]) -> float | None:
-    v = [x for x in vals if x is not None]
-    return sum(v) / len(v) if v else None
 
 
 def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir: str | Path = "runs",
@@ -190,7 +185,7 @@ def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir
                          [p for _, _, p in plan.cells]},
                 eval_config_hashes={f"{k[0]}@test{k[1]}": v["config_hash"] for k, v in summaries.items()},
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=_eval_wall(runs_out))
+                eval_wall_time_s_total=harness_wall_time(runs_out.glob("*")))
     _write(out, plan, t1, t2, t3, t2_attacks, meta)
     return meta
 
@@ -203,13 +198,6 @@ def _add_paper(table: list[dict[str, Any]], cols: Any, paper: list[tuple[float, 
     for row, vals in zip(table, paper):
         for c, v in zip(cols, vals):
             row[f"paper {c}"] = v / 100
-
-
-def _eval_wall(runs_out: Path) -> float:
-    import json
-
-    return round(sum(float(json.loads(p.read_text()).get("wall_time_s_total") or 0.0)
-                     for p in runs_out.glob("*/run.json")), 1)
 
 
 def _side_by_side(table: list[dict[str, Any]], cols: list[str]) -> str:
@@ -231,8 +219,8 @@ def _write(out: Any, plan: SweepPlan, t1: list[dict[str, Any]], t2: list[dict[st
                                                           for h in (f"ours {a}", f"paper {a}")]
     t2_md = markdown_table(t2, t2_keys, t2_heads, {**{k: pct for k in t2_keys[2:]}, "train": yes, "test": yes})
     summary = [{"sweep": name, "column": c, "benign": table[0].get(c), "paper_benign": table[0].get(f"paper {c}"),
-                "attacks": _mean([r.get(c) for r in table[1:]]),
-                "paper_attacks": _mean([r.get(f"paper {c}") for r in table[1:]])}
+                "attacks": mean_defined([r.get(c) for r in table[1:]]),
+                "paper_attacks": mean_defined([r.get(f"paper {c}") for r in table[1:]])}
                for name, table, cols in (("Table 1: mask rate", t1, rate_cols), ("Table 3: train/test cell", t3, cell_cols))
                for c in cols]
     summary_md = markdown_table(summary, ["sweep", "column", "benign", "paper_benign", "attacks", "paper_attacks"],
@@ -285,7 +273,7 @@ def _plot(path: Path, t1: list[dict[str, Any]], t3: list[dict[str, Any]], rate_c
         xs = list(range(len(cols)))
         for who, pre, style in (("ours", "", "-"), ("paper", "paper ", "--")):
             benign = [table[0].get(f"{pre}{c}") for c in cols]
-            attacks = [_mean([r.get(f"{pre}{c}") for r in table[1:]]) for c in cols]
+            attacks = [mean_defined([r.get(f"{pre}{c}") for r in table[1:]]) for c in cols]
             if all(v is None for v in benign):
                 continue
             ax.plot(xs, [100 * v if v is not None else float("nan") for v in benign], "o" + style, color="tab:blue",

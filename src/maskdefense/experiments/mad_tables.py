@@ -26,7 +26,7 @@ from ..presets import create_preset
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..train import predict_labels
-from .common import ensure_model, seeded
+from .common import ensure_model, harness_wall_time, mean_defined, seeded
 
 Log = Callable[[str], None]
 
@@ -157,7 +157,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 autoattack=[{k: r[k] for k in ("label", "name", "attack", "n", "n_correct", "defense_acc",
                                                "defense_std", "robust_acc", "samples_per_gradient")} for r in aa_rows],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=_eval_wall_time(Path(out), ("eval", "eval-adaptive", "eval-autoattack")))
+                eval_wall_time_s_total=harness_wall_time(Path(out) / d for d in ("eval", "eval-adaptive",
+                                                                                   "eval-autoattack")))
     _write_table(out, rows, meta, report.clean, suite, mad_p, ds, [k for _, k in columns])
     return meta
 
@@ -176,18 +177,6 @@ def _autoattack_section(meta: dict[str, Any]) -> str:
     return text + markdown_table(rows, ["label", "samples_per_gradient", "defense_acc", "robust_acc"],
                                  ["attack", "forward passes per gradient", "Defense (adaptive)", "robust accuracy"],
                                  {"defense_acc": pct, "robust_acc": pct})
-
-
-def _eval_wall_time(out: Path, names: tuple[str, ...]) -> float:
-    """Total wall time of the harness runs (over all resumptions), from their run.json records."""
-    import json
-
-    total = 0.0
-    for name in names:
-        path = out / name / "run.json"
-        if path.exists():
-            total += float(json.loads(path.read_text()).get("wall_time_s_total") or 0.0)
-    return round(total, 1)
 
 
 def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], clean: dict[str, Any], suite: Any,
@@ -214,9 +203,8 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
     flag_lines = "\n".join(f"- **{f['code']}** ({f['severity']}, {f['run']}): {f['message']}" for f in meta["flags"]) \
         or "- none"
     gaps = [r["gap_defense"] for r in rows if r.get("gap_defense") is not None]
-    def mean(key: str) -> float | None:  # over the rows that have a value (none when no image was correct)
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        return sum(vals) / len(vals) if vals else None
+    def mean(key: str) -> float | None:
+        return mean_defined(r.get(key) for r in rows)
 
     verdict = ""
     ceiling = clean.get("defense_clean_acc_on_correct")
