@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import _common as C  # noqa: E402
 from maskdefense.models import create_model, list_models  # noqa: E402
-from maskdefense.train import TrainConfig, Trainer, predict_labels  # noqa: E402
+from maskdefense.training.loop import TrainConfig, Trainer, predict_labels  # noqa: E402
 
 NAME = "bench_models"
 GOAL = 0.97

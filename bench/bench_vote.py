@@ -38,7 +38,7 @@ from torch import nn  # noqa: E402
 import _common as C  # noqa: E402
 from maskdefense.defenses.mad import STOP_BUDGET, STOP_EXACT, STOP_TEST, MADClassifier  # noqa: E402
 from maskdefense.models import create_model  # noqa: E402
-from maskdefense.train import predict_labels  # noqa: E402
+from maskdefense.training.loop import predict_labels  # noqa: E402
 
 NAME = "bench_vote"
 GOAL_RATIO = 0.95

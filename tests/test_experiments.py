@@ -141,7 +141,7 @@ def _svhn_stand_in(root, monkeypatch):
 
 def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
     """The Table 5 (right half) path: ResNet18/SVHN presets, suite, surrogate, all three threats."""
-    from maskdefense.experiments.mad_tables import QUICK_AUTOATTACK, QUICK_OVERRIDES, table_study
+    from maskdefense.experiments.mad.tables import QUICK_AUTOATTACK, QUICK_OVERRIDES, table_study
 
     root = tmp_path / "data"
     _svhn_stand_in(root, monkeypatch)
@@ -162,7 +162,7 @@ def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
 
 def test_mad_table_with_missing_data_says_so(tmp_path, monkeypatch):
     from maskdefense.data import DataError
-    from maskdefense.experiments.mad_tables import table_study
+    from maskdefense.experiments.mad.tables import table_study
 
     from test_data import no_network
 

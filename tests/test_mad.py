@@ -15,7 +15,7 @@ from maskdefense.defenses.base import ABSTAIN
 from maskdefense.defenses.mad import (
     STOP_BUDGET, STOP_EXACT, STOP_PREDICTIVE, STOP_TEST, AdaptiveVote, MADClassifier, flip_probability, top_class,
 )
-from maskdefense.masking import apply_mask, enumerate_masks, grid_mask, upsample_mask
+from maskdefense.ops.masking import apply_mask, enumerate_masks, grid_mask, upsample_mask
 from maskdefense.models import create_model
 from maskdefense.validation import InputError
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from maskdefense.masking import (
+from maskdefense.ops.masking import (
     KEEP, MASK_CONVENTION, REMOVED, GridMask, apply_mask, cells_removed, enumerate_masks, grid_mask,
     grid_shape, upsample_mask,
 )

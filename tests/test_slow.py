@@ -3,7 +3,7 @@
 import pytest
 
 from maskdefense.checkpoint import load_model
-from maskdefense.train import TrainConfig, accuracy, train_on_dataset
+from maskdefense.training.loop import TrainConfig, accuracy, train_on_dataset
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import torch
 from maskdefense.checkpoint import CheckpointError, load_model
 from maskdefense.data import load_dataset
 from maskdefense.models import create_model
-from maskdefense.train import TrainConfig, Trainer, accuracy
+from maskdefense.training.loop import TrainConfig, Trainer, accuracy
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_bad_training_data_is_rejected(digits):
 
 
 def test_training_from_scratch_is_reproducible_across_global_rng_states(tmp_path):
-    from maskdefense.train import train_on_dataset
+    from maskdefense.training.loop import train_on_dataset
 
     weights = []
     for i, noise in enumerate((123, 456)):

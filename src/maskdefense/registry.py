@@ -30,10 +30,33 @@ class Entry(Generic[T]):
     description: str = ""
 
 
+_PLUGIN_GROUP = "maskdefense.plugins"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every module of the entry-point group ``maskdefense.plugins`` once (the papers' suites,
+    presets and defenses register themselves there). Lower floors of the library never import the papers:
+    the papers plug into the registries, as third-party packages can."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=_PLUGIN_GROUP), key=lambda e: e.name):
+        ep.load()
+
+
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, plugins: bool = False) -> None:
         self.kind = kind
+        self.plugins = plugins  # look up entries registered by plugins (load_plugins) too
         self._entries: dict[str, Entry[T]] = {}
+
+    def _load(self) -> None:
+        if self.plugins:
+            load_plugins()
 
     def add(
         self, name: str, factory: Callable[..., T], description: str = "", **defaults: Any
@@ -56,6 +79,7 @@ class Registry(Generic[T]):
         return deco
 
     def entry(self, name: str) -> Entry[T]:
+        self._load()
         key = name.lower()
         if key not in self._entries:
             close = difflib.get_close_matches(key, self._entries, n=3)
@@ -70,10 +94,13 @@ class Registry(Generic[T]):
         return e.factory(**{**e.defaults, **kwargs})
 
     def list(self, pattern: str = "*") -> list[str]:
+        self._load()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern.lower()))
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return isinstance(name, str) and name.lower() in self._entries
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)

@@ -16,16 +16,18 @@ verifies them and decides success.
 from __future__ import annotations
 
 from .base import ATTACKS, NORMS, Attack, AttackDef, ParamSpec, SpecError, attack_def, list_attacks, register_attack
-from . import library as _library  # noqa: F401  (registers Foolbox and AutoAttack attacks)
-from . import momentum as _momentum  # noqa: F401  (registers MI-FGSM / DI)
-from .momentum import diverse_input, mi_fgsm
+from .backends import autoattack as _autoattack  # noqa: F401  (registers AutoAttack attacks)
+from .backends import foolbox as _foolbox  # noqa: F401  (registers Foolbox attacks)
+from .backends.momentum import diverse_input, mi_fgsm  # (registers MI-FGSM / DI)
 from .run import run_attack, seed_from_generator
 from .spec import (
     AttackSpec, format_value, parse_attack_spec, parse_attacks, parse_overrides, parse_params, parse_value,
     resolve_spec,
 )
 from .suites import SUITES, Suite, SuiteRow, get_suite, list_suites
-from .wrappers import BPDA, EOT, DiverseInputModel, bpda
+from ..ops.bpda import BPDA, bpda
+from ..ops.eot import EOT
+from .wrappers import DiverseInputModel
 
 __all__ = [
     "ATTACKS", "NORMS", "Attack", "AttackDef", "ParamSpec", "SpecError", "attack_def", "list_attacks",

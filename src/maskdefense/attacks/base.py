@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
+from ..spec import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .spec import AttackSpec
@@ -32,10 +33,6 @@ __all__ = [
 
 #: Norm names used everywhere in maskdefense (lower case); ``"linf"`` is the max norm.
 NORMS = ("l0", "l1", "l2", "linf")
-
-
-class SpecError(ValueError):
-    """A malformed attack/defense spec: unknown parameter, bad value, missing epsilon, bad syntax."""
 
 
 @dataclass(frozen=True)

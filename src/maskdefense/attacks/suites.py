@@ -1,15 +1,9 @@
 """Named attack suites, as data: ``suite:<name>`` in any attack list.
 
-The MAD suites are the attack rows of the journal version of MAD (Xu et al., Algorithms 2022, 15,
-461): Table 4 (VGG16, CIFAR-10) and Table 5 (LeNet/MNIST, ResNet18/SVHN). Each row carries the paper's
-"Attack" (the MAD model without masking on adversarial examples made against it), "Defense" (the MAD
-model with masking and the 5-copy vote) and "Improvement" accuracies, as fractions, for side-by-side
-tables. The paper used Foolbox with default parameters except epsilon; so do these suites. Each table
-also has a "Benign" row (the defense's clean accuracy), stored as :attr:`Suite.paper_benign` -- with it
-a MAD table has 24 rows, 23 of them attacks.
-
-Notes on the paper's tables: Table 1 lists "PGD L1 eps=1" where Tables 3 and 4 list eps=15 for the same
-row; we follow Table 4 (15).
+A suite is a list of attack rows, each with our spec, the paper's row label and (optionally) the paper's
+numbers for side-by-side tables; its title and benign accuracy feed the reports. The suites themselves
+live with their paper (:mod:`maskdefense.papers`), which registers them with :func:`add_suite` when the
+plugin group ``maskdefense.plugins`` is loaded (lazily, at the first lookup).
 """
 
 from __future__ import annotations
@@ -18,10 +12,11 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import SpecError
+from ..registry import load_plugins
+from ..spec import SpecError
 from .spec import AttackSpec, parse_attack_spec
 
-__all__ = ["Suite", "SuiteRow", "SUITES", "get_suite", "list_suites"]
+__all__ = ["Suite", "SuiteRow", "SUITES", "add_suite", "get_suite", "list_suites"]
 
 
 @dataclass(frozen=True)
@@ -54,113 +49,19 @@ class Suite:
                 "rows": [{"label": r.label, "spec": r.spec, "paper": r.paper} for r in self.rows]}
 
 
-_NAMES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "cw": "CW", "deepfool": "DeepFool"}
-_NORM_LABEL = {"l1": "L1", "l2": "L2", "linf": "Linf"}
-
-
-def _mad_rows(rows: list[tuple[str, str, float, float, float, float]]) -> tuple[SuiteRow, ...]:
-    out = []
-    for attack, norm, eps, a, d, imp in rows:
-        spec = f"{attack}-{norm}:eps={eps:g}"
-        label = f"{_NAMES[attack]} {_NORM_LABEL[norm]} eps={eps:g}"
-        out.append(SuiteRow(label, spec, {"attack": round(a / 100, 4), "defense": round(d / 100, 4),
-                                          "improvement": round(imp / 100, 4)}))
-    return tuple(out)
-
-
-# (attack, norm, eps, Attack %, Defense %, Improvement %) -- MAD journal version, Table 4.
-_TABLE4_CIFAR10 = [
-    ("fgsm", "l1", 15, 35.48, 82.63, 47.15), ("fgsm", "l1", 20, 33.02, 79.25, 46.23),
-    ("fgsm", "l2", 0.3, 38.29, 84.62, 46.33), ("fgsm", "l2", 0.4, 35.27, 81.89, 46.62),
-    ("fgsm", "linf", 0.01, 33.02, 81.05, 48.03), ("fgsm", "linf", 0.02, 28.27, 68.77, 40.50),
-    ("bim", "l1", 10, 10.23, 84.71, 74.48), ("bim", "l1", 15, 6.70, 80.91, 74.21),
-    ("bim", "l2", 0.3, 9.43, 83.21, 73.78), ("bim", "l2", 0.4, 8.06, 80.88, 72.82),
-    ("bim", "linf", 0.01, 3.16, 81.80, 78.64), ("bim", "linf", 0.015, 1.06, 77.06, 76.00),
-    ("pgd", "l1", 15, 8.75, 85.44, 76.69), ("pgd", "l1", 20, 6.36, 83.48, 77.12),
-    ("pgd", "l2", 0.3, 12.47, 86.42, 73.95), ("pgd", "l2", 0.4, 9.01, 84.45, 75.44),
-    ("pgd", "linf", 0.01, 6.13, 84.78, 78.65), ("pgd", "linf", 0.015, 2.30, 81.45, 79.15),
-    ("cw", "l2", 1, 15.89, 91.28, 75.39),
-    ("deepfool", "l2", 0.6, 34.64, 84.20, 49.56), ("deepfool", "l2", 0.8, 31.81, 81.19, 49.38),
-    ("deepfool", "linf", 0.01, 35.72, 85.23, 49.51), ("deepfool", "linf", 0.015, 32.26, 80.44, 48.18),
-]
-
-# MAD journal version, Table 5, LeNet + MNIST.
-_TABLE5_MNIST = [
-    ("fgsm", "l1", 10, 44.12, 68.94, 24.82), ("fgsm", "l1", 20, 28.35, 49.50, 21.15),
-    ("fgsm", "l2", 0.8, 34.85, 58.60, 23.75), ("fgsm", "l2", 1.0, 30.28, 52.82, 22.54),
-    ("fgsm", "linf", 0.03, 36.26, 61.82, 25.56), ("fgsm", "linf", 0.04, 28.58, 50.31, 21.73),
-    ("bim", "l1", 4, 8.98, 59.49, 50.51), ("bim", "l1", 6, 2.26, 44.17, 41.91),
-    ("bim", "l2", 0.2, 16.55, 69.23, 52.68), ("bim", "l2", 0.3, 3.79, 49.04, 45.25),
-    ("bim", "linf", 0.015, 11.72, 70.94, 59.22), ("bim", "linf", 0.02, 3.62, 56.33, 52.71),
-    ("pgd", "l1", 4, 16.04, 71.79, 55.75), ("pgd", "l1", 6, 3.37, 54.75, 51.38),
-    ("pgd", "l2", 0.2, 22.98, 77.87, 54.89), ("pgd", "l2", 0.4, 1.26, 48.85, 47.59),
-    ("pgd", "linf", 0.015, 11.64, 70.90, 59.26), ("pgd", "linf", 0.02, 3.27, 56.38, 53.11),
-    ("cw", "l2", 1.5, 0.20, 93.39, 93.19),
-    ("deepfool", "l2", 0.6, 32.62, 61.05, 28.43), ("deepfool", "l2", 0.8, 26.49, 51.39, 24.90),
-    ("deepfool", "linf", 0.05, 24.77, 47.26, 22.49), ("deepfool", "linf", 0.07, 22.50, 39.76, 17.26),
-]
-
-# MAD journal version, Table 5, ResNet18 + SVHN.
-_TABLE5_SVHN = [
-    ("fgsm", "l1", 15, 50.47, 76.84, 26.37), ("fgsm", "l1", 20, 45.85, 70.25, 24.40),
-    ("fgsm", "l2", 0.4, 53.17, 80.40, 27.23), ("fgsm", "l2", 0.6, 46.77, 71.48, 24.71),
-    ("fgsm", "linf", 0.01, 57.12, 85.40, 28.28), ("fgsm", "linf", 0.02, 46.06, 68.95, 22.89),
-    ("bim", "l1", 10, 15.46, 80.37, 64.91), ("bim", "l1", 12, 11.54, 75.85, 64.31),
-    ("bim", "l2", 0.25, 21.75, 84.40, 62.65), ("bim", "l2", 0.3, 16.59, 81.37, 64.78),
-    ("bim", "linf", 0.01, 16.06, 86.31, 70.25), ("bim", "linf", 0.02, 2.58, 71.00, 68.42),
-    ("pgd", "l1", 14, 15.09, 84.14, 69.05), ("pgd", "l1", 16, 12.11, 82.35, 70.24),
-    ("pgd", "l2", 0.4, 16.40, 84.22, 67.82), ("pgd", "l2", 0.5, 12.17, 81.37, 69.20),
-    ("pgd", "linf", 0.01, 10.10, 84.45, 74.35), ("pgd", "linf", 0.02, 4.69, 80.51, 75.82),
-    ("cw", "l2", 1.8, 21.70, 96.05, 74.35),
-    ("deepfool", "l2", 0.5, 59.78, 87.09, 27.31), ("deepfool", "l2", 0.7, 53.87, 82.22, 28.35),
-    ("deepfool", "linf", 0.01, 57.10, 88.06, 30.96), ("deepfool", "linf", 0.02, 46.39, 72.98, 26.59),
-]
-
-_MAD_SRC = "Xu, Zhang, Zhao, Fang: A Mask-Based Adversarial Defense Scheme, Algorithms 2022, 15, 461"
-_MAD_NOTE = ("Foolbox attacks with default parameters except epsilon; adversarial examples only from "
-             "test images the attacked model classifies correctly (gray-box: made against the model "
-             "without masking).",)
-
-_SFM_SRC = "Yu, Wang et al. 2022, SFM-Defense (Section 4: attack settings)"
-
 SUITES: dict[str, Suite] = {}
 
 
-def _add(s: Suite) -> None:
+def add_suite(s: Suite) -> Suite:
+    """Register a suite (each paper's module in :mod:`maskdefense.papers` adds its own)."""
+    if s.name in SUITES:
+        raise ValueError(f"suite {s.name!r} is already registered")
     SUITES[s.name] = s
-
-
-_add(Suite("mad-table4-cifar10", "MAD Table 4: VGG16 / CIFAR-10", _mad_rows(_TABLE4_CIFAR10),
-           _MAD_SRC + ", Table 4", "cifar10", 0.8265, _MAD_NOTE))
-_add(Suite("mad-table5-mnist", "MAD Table 5: LeNet / MNIST", _mad_rows(_TABLE5_MNIST),
-           _MAD_SRC + ", Table 5 (left)", "mnist", 0.9613, _MAD_NOTE))
-_add(Suite("mad-table5-svhn", "MAD Table 5: ResNet18 / SVHN", _mad_rows(_TABLE5_SVHN),
-           _MAD_SRC + ", Table 5 (right)", "svhn", 0.9165, _MAD_NOTE))
-_add(Suite(
-    "sfm-transfer", "SFM black-box attacks: PGD, MIM, Diverse at Linf 8/255 and 16/255 (30 steps of 1/255)",
-    tuple(
-        SuiteRow(f"{lab}-{k}", f"{spec}:eps={k}/255,steps=30,{step}=1/255")
-        for lab, spec, step in (("PGD", "pgd-linf", "abs_stepsize"), ("MIM", "mi-fgsm", "stepsize"),
-                                ("Diverse", "di-mi-fgsm", "stepsize"))
-        for k in (8, 16)
-    ),
-    _SFM_SRC, "cifar10", None,
-    ("'Diverse' is taken as M-DI2-FGSM (momentum + diverse inputs, p=0.5); the paper gives no DI "
-     "parameters. Run with threat black-box (transfer from a surrogate).",),
-))
-_add(Suite(
-    "sfm-graybox", "SFM gray/white-box attacks: FGSM and PGD at Linf 8/255, 16/255; CW (5 x 20 steps, c0=0.1)",
-    (
-        SuiteRow("FGSM-8", "fgsm-linf:eps=8/255"), SuiteRow("FGSM-16", "fgsm-linf:eps=16/255"),
-        SuiteRow("PGD-8", "pgd-linf:eps=8/255,steps=30,abs_stepsize=1/255"),
-        SuiteRow("PGD-16", "pgd-linf:eps=16/255,steps=30,abs_stepsize=1/255"),
-        SuiteRow("CW", "cw-l2:eps=inf,binary_search_steps=5,steps=20,initial_const=0.1"),
-    ),
-    _SFM_SRC, "cifar10", None, ("CW is unbounded (eps=inf) as in the paper; its norms are recorded.",),
-))
+    return s
 
 
 def get_suite(name: str) -> Suite:
+    load_plugins()
     key = name.strip().lower()
     if key not in SUITES:
         close = difflib.get_close_matches(key, SUITES, n=3)
@@ -170,4 +71,5 @@ def get_suite(name: str) -> Suite:
 
 
 def list_suites() -> list[str]:
+    load_plugins()
     return sorted(SUITES)

@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..defenses.mad import MADClassifier
-    from ..presets import create_preset
-    from ..train import accuracy, train_on_dataset
+    from ..training.presets import create_preset
+    from ..training.loop import accuracy, train_on_dataset
 
     preset = create_preset("mad-digits", **({"epochs": args.epochs} if args.epochs else {}))
     assert preset.train_cell is not None and preset.test_cell is not None

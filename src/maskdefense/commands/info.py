@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _sections() -> dict[str, list[dict[str, object]]]:
     from ..data import dataset_info, list_datasets
     from ..models import MODELS
-    from ..presets import PRESETS, create_preset
+    from ..training.presets import PRESETS, create_preset
 
     out: dict[str, list[dict[str, object]]] = {
         "datasets": [

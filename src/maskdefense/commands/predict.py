@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..defenses.mad import MADClassifier
     from ..provenance import atomic_write_json, run_metadata
-    from ..train import accuracy
+    from ..training.loop import accuracy
     from ._common import UserError
 
     import time

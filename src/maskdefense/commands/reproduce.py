@@ -10,11 +10,11 @@ from ._common import add_seed_arg, echo
 
 
 def studies() -> dict[str, Callable[..., dict[str, Any]]]:
-    from ..experiments.mad_clean import STUDIES
+    from ..experiments.mad.clean import STUDIES
 
     out = dict(STUDIES)
-    from ..experiments.mad_sweeps import STUDIES as SWEEPS
-    from ..experiments.mad_tables import STUDIES as TABLES
+    from ..experiments.mad.sweeps import STUDIES as SWEEPS
+    from ..experiments.mad.tables import STUDIES as TABLES
 
     out.update(TABLES)
     out.update(SWEEPS)

@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..presets import DEFAULT_MODEL, Preset, create_preset
-    from ..train import TrainConfig, train_on_dataset
+    from ..training.presets import DEFAULT_MODEL, Preset, create_preset
+    from ..training.loop import TrainConfig, train_on_dataset
     from ._common import UserError
 
     preset = create_preset(args.preset) if args.preset else None
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     rate = args.mask_rate if args.mask_rate is not None else base.train_rate
     transform = None
     if cell is not None:
-        from ..masking import GridMask
+        from ..ops.masking import GridMask
 
         transform = GridMask(cell, rate, fill=args.mask_fill)
     elif args.mask_rate is not None:

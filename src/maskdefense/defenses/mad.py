@@ -33,8 +33,9 @@ import torch
 from scipy.stats import betabinom, binom
 from torch import Tensor, nn
 
-from ..masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, _rand, apply_mask, grid_mask, upsample_mask
+from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, _rand, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images
+from ..ops.eot import log_mean_softmax
 from .base import ABSTAIN, Defense
 
 __all__ = ["MADClassifier", "AdaptiveVote", "top_class", "flip_probability", "STOP_BUDGET", "STOP_EXACT",
@@ -221,7 +222,7 @@ class MADClassifier(Defense):
         logits = self._copy_logits(x, self._draw_masks(x, self.n_grad, generator), generator)
         if self.surrogate == "logits":
             return torch.log_softmax(logits.mean(dim=1), dim=1)
-        return torch.logsumexp(torch.log_softmax(logits, dim=2), dim=1) - math.log(self.n_grad)
+        return log_mean_softmax(logits, dim=1)
 
     @torch.no_grad()
     def vote_counts(self, x: Tensor, n: int | None = None, *, generator: torch.Generator | None = None,

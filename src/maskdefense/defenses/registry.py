@@ -13,8 +13,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..attacks.base import SpecError
-from ..attacks.spec import parse_params
+from ..spec import SpecError, parse_params
 from .base import Defense, NoDefense
 from ..registry import Registry
 

@@ -554,6 +554,7 @@ def evaluate(
         "targets": {t.value: info for t, (_, info) in targets.items()},
         "model": _model_line(checkpoint_meta),
         "data": data_meta or {},
+        "suite": _suite_title(attacks),
         "paper_benign": paper_benign if paper_benign is not None else _suite_benign(attacks),
         "clean": clean, "rows": rows, "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,
         "attacks": [s.to_dict() for _, s, _ in plan],
@@ -592,7 +593,9 @@ def _model_line(meta: Mapping[str, Any] | None) -> str | None:
     return ", ".join(parts)
 
 
-def _suite_benign(attacks: Any) -> float | None:
+def _suites(attacks: Any) -> list[Any]:
+    """The named suites in an attack list given as text (titles and reference numbers for the report)."""
+    out = []
     if isinstance(attacks, str):
         from ..attacks.suites import get_suite
 
@@ -600,7 +603,17 @@ def _suite_benign(attacks: Any) -> float | None:
             part = part.strip()
             if part.lower().startswith("suite:"):
                 try:
-                    return get_suite(part.split(":", 1)[1]).paper_benign
+                    out.append(get_suite(part.split(":", 1)[1]))
                 except Exception:
-                    return None
-    return None
+                    pass
+    return out
+
+
+def _suite_benign(attacks: Any) -> float | None:
+    suites = _suites(attacks)
+    return suites[0].paper_benign if suites else None
+
+
+def _suite_title(attacks: Any) -> str | None:
+    suites = _suites(attacks)
+    return "; ".join(s.description for s in suites) or None

@@ -4,7 +4,7 @@ Because every number in the tables is a function of the record file alone, a run
 resumed produces byte-identical ``summary.md``, ``summary.csv`` and ``summary.json`` (timings, which
 naturally differ, go to ``run.json`` only).
 
-Protocol (MAD, Tables 4-5): adversarial examples count only for the test images the *base* model
+Protocol (the defense papers' tables): adversarial examples count only for the test images the *base* model
 classifies correctly (``n_correct``). ``attack_acc`` is the base model's accuracy on those adversarial
 examples, ``defense_acc`` the defense's (mean and std over ``repeats`` evaluations with fresh
 randomness), ``improvement = defense_acc - attack_acc``. ``robust_acc`` is RobustBench style over all
@@ -198,7 +198,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             order.append((r["attack"], r["label"], r))
     has_paper = any(r.get("paper_defense") is not None for r in rows)
 
-    w("## Paper protocol (MAD Tables 4-5)\n\n")
+    w("## Protocol" + (f": {summary['suite']}" if summary.get("suite") else "") + "\n\n")
     w("Adversarial examples from the test images the base model classifies correctly. Attack = the base "
       "model (no defense) on the adversarial examples; Defense = the defense on the same examples; "
       "Improvement = Defense - Attack.\n\n")

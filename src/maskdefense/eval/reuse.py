@@ -126,7 +126,7 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
     flags = run_checks(rows, diagnostics, threats=meta["threats"], defense_name=str(config["defense"].get("defense")),
                        randomized=randomized, non_differentiable=False, has_bpda=False,
                        dim=int(x[0].numel()), n=n)
-    summary = {**{k: summary_old.get(k) for k in ("model", "targets")}, "format": FORMAT, "config_hash": config_hash,
+    summary = {**{k: summary_old.get(k) for k in ("model", "targets", "suite")}, "format": FORMAT, "config_hash": config_hash,
                "config": config, "threats": meta["threats"], "threat_descriptions": meta["threat_descriptions"],
                "data": data_meta or {}, "paper_benign": summary_old.get("paper_benign"), "clean": clean, "rows": rows,
                "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,

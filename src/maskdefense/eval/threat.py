@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from torch import nn
 
-from ..attacks.wrappers import EOT
+from ..ops.eot import EOT
 
 __all__ = ["ThreatModel", "parse_threats", "make_target", "samples_per_gradient"]
 
@@ -48,7 +48,7 @@ class ThreatModel(str, enum.Enum):
 
 
 _DESCRIPTIONS = {
-    ThreatModel.GRAY_BOX: "oblivious: attacks made against the base network without the defense (MAD's setting)",
+    ThreatModel.GRAY_BOX: "oblivious: attacks made against the base network without the defense",
     ThreatModel.BLACK_BOX: "transfer: attacks made against an independently trained surrogate model",
     ThreatModel.WHITE_BOX_ADAPTIVE: "adaptive white-box: attacks made against the whole defense, EOT over its "
                                     "randomness, BPDA through non-differentiable steps",

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model, read_metadata
-from ..presets import Preset, create_preset
-from ..train import train_on_dataset
+from ..training.presets import Preset, create_preset
+from ..training.loop import train_on_dataset
 
 
 def ensure_model(

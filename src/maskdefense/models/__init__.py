@@ -206,7 +206,7 @@ def _register(name: str, cls: Callable[..., ImageClassifier], description: str, 
     MODELS.add(name, factory, description, **defaults)
 
 
-_register("lenet5", LeNet5, "LeNet-5 for 28x28 grey images (MAD's MNIST model)")
+_register("lenet5", LeNet5, "LeNet-5 for 28x28 grey images")
 _register("digits_cnn", DigitsCNN, "small CNN for scikit-learn's 8x8 digits")
 _register("vgg16", VGG, "VGG16, CIFAR 32x32 variant, full width (paper setting, GPU)", depth="vgg16", width=1.0)
 _register("vgg16_narrow", VGG, "VGG16, CIFAR variant at width 1/4 (CPU preset)", depth="vgg16", width=0.25)

@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from ..data import load_dataset
-from ..defenses.mad import STOP_PREDICTIVE, STOP_TEST, MADClassifier
-from ..presets import create_preset
-from ..provenance import run_metadata
-from ..results import markdown_table, pct, save_figure, write_results
-from ..train import predict_labels
-from .common import ensure_model, seeded
+from ...data import load_dataset
+from ...defenses.mad import STOP_PREDICTIVE, STOP_TEST, MADClassifier
+from ...training.presets import create_preset
+from ...provenance import run_metadata
+from ...results import markdown_table, pct, save_figure, write_results
+from ...training.loop import predict_labels
+from ..common import ensure_model, seeded
 
 VOTES = (1, 3, 5, 7, 9, 15, 20)
 
@@ -201,7 +201,7 @@ def masks_figure(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..masking import GridMask
+    from ...ops.masking import GridMask
 
     meta = run_metadata(seed)
     t_start = time.perf_counter()

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AttackDef, ParamSpec, register_attack
+from ..base import AttackDef, ParamSpec, register_attack
 
 __all__ = ["mi_fgsm", "diverse_input"]
 

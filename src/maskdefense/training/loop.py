@@ -22,9 +22,9 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, load_into, load_state_dict_file, save_checkpoint, save_state
-from .provenance import run_metadata
-from .validation import check_images, check_labels
+from ..checkpoint import CheckpointError, load_into, load_state_dict_file, save_checkpoint, save_state
+from ..provenance import run_metadata
+from ..validation import check_images, check_labels
 
 
 class Transform(Protocol):
@@ -271,9 +271,9 @@ def train_on_dataset(
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``.
     Returns ``(model, metadata record)``."""
-    from .checkpoint import read_metadata
-    from .data import load_dataset
-    from .models import create_model
+    from ..checkpoint import read_metadata
+    from ..data import load_dataset
+    from ..models import create_model
 
     train = load_dataset(dataset, "train", root=data_root, limit=limit)
     val = load_dataset(dataset, "val", root=data_root)

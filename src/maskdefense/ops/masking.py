@@ -35,7 +35,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from .validation import InputError
+from ..validation import InputError
 
 __all__ = [
     "MASK_CONVENTION", "KEEP", "REMOVED", "FILLS", "Fill",

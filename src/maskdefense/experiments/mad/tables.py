@@ -17,16 +17,16 @@ from typing import Any, Callable
 
 import torch
 
-from ..attacks import get_suite
-from ..data import DataError, load_dataset
-from ..defenses.mad import MADClassifier
-from ..eval import evaluate
-from ..eval.harness import attack_and_verify
-from ..presets import create_preset
-from ..provenance import run_metadata
-from ..results import markdown_table, pct, save_figure, write_results
-from ..train import predict_labels
-from .common import ensure_model, harness_wall_time, mean_defined, seeded
+from ...attacks import get_suite
+from ...data import DataError, load_dataset
+from ...defenses.mad import MADClassifier
+from ...eval import evaluate
+from ...eval.harness import attack_and_verify
+from ...training.presets import create_preset
+from ...provenance import run_metadata
+from ...results import markdown_table, pct, save_figure, write_results
+from ...training.loop import predict_labels
+from ..common import ensure_model, harness_wall_time, mean_defined, seeded
 
 Log = Callable[[str], None]
 

@@ -24,16 +24,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..attacks import get_suite
-from ..data import load_dataset
-from ..defenses.mad import MADClassifier
-from ..eval import evaluate
-from ..eval.reuse import reevaluate
-from ..presets import Preset, create_preset
-from ..provenance import run_metadata
-from ..results import markdown_table, pct, save_figure, write_results
-from .common import ensure_model, harness_wall_time, mean_defined
-from .mad_tables import CPU_OVERRIDES, QUICK_OVERRIDES
+from ...attacks import get_suite
+from ...data import load_dataset
+from ...defenses.mad import MADClassifier
+from ...eval import evaluate
+from ...eval.reuse import reevaluate
+from ...training.presets import Preset, create_preset
+from ...provenance import run_metadata
+from ...results import markdown_table, pct, save_figure, write_results
+from ..common import ensure_model, harness_wall_time, mean_defined
+from .tables import CPU_OVERRIDES, QUICK_OVERRIDES
 
 Log = Callable[[str], None]
 

@@ -1,0 +1,1 @@
+"""Attack implementations by library: Foolbox, AutoAttack, and ours (MI-FGSM / diverse input)."""
