@@ -132,6 +132,8 @@ class AttackDef:
     resolver : fills derived defaults (``stepsize = eps / steps``) and library-internal settings.
     randomized : the attack draws random numbers (random start, input diversity, AutoAttack).
     eot_param : name of the attack's own EOT-samples parameter, if it has one (AutoAttack ``rand``).
+    gradient_free : the attack uses only the model's outputs (Square): the integrity checks compare it
+        with the gradient attacks to catch gradient masking.
     reference : the paper the attack comes from.
     """
 
@@ -148,6 +150,7 @@ class AttackDef:
     resolver: Resolver | None = None
     randomized: bool = False
     eot_param: str | None = None
+    gradient_free: bool = False
     reference: str = ""
 
     def param(self, name: str) -> ParamSpec:

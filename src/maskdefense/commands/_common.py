@@ -20,7 +20,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..registry import UnknownNameError
     from ..validation import InputError
 
-    errors: list[type[BaseException]] = [UserError, InputError, CheckpointError, UnknownNameError]
+    from ..rundir import OutputDirError
+    from ..spec import SpecError
+
+    errors: list[type[BaseException]] = [UserError, InputError, CheckpointError, UnknownNameError, OutputDirError,
+                                         SpecError]
     try:
         from ..data import DataError
 
@@ -28,6 +32,59 @@ def user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     return tuple(errors)
+
+
+# ---- argparse value types: a bad option value is one clear line and exit code 2, before any work
+
+
+def _number(kind: type, text: str) -> Any:
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and (v != v or v in (float("inf"), float("-inf"))):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = _number(int, text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    v = _number(int, text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    v = _number(float, text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    v = _number(float, text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
+    return v
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    v = _number(float, text)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v:g}")
+    return v
 
 
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
