@@ -1,5 +1,5 @@
-"""Attack registry, spec syntax, suites, every attack on a tiny model, MI-FGSM/DI against Foolbox,
-EOT and BPDA wrappers."""
+"""Attack registry, spec syntax, suites, every attack on a tiny model, APGD and Square on digits,
+MI-FGSM/DI against Foolbox, EOT and BPDA wrappers."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from maskdefense.eval import verify_perturbation
 from maskdefense.registry import UnknownNameError
 
 import foolbox as fb  # noqa: E402  (after maskdefense.attacks, which silences Foolbox's import warning)
+
+from conftest import train_digits_linear  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,14 @@ def test_mi_fgsm_and_autoattack_resolution():
     ("pgd-linf:eps=0.1,,steps=2", "empty parameter"),
     ("pgd-linf:eps", "expected key=value"),
     ("cw-l2:eps=1,kappa=1,confidence=2", "given twice"),
+    ("apgd-ce:eps=0.1,norm=L0", "one of Linf, L2, L1"),
+    ("apgd-ce:eps=0.1,use_largereps=true", "norm=L1 only"),
+    ("apgd-dlr:eps=4,norm=L1,n_iter=2", "n_iter >= 3"),
+    ("apgd-ce:eps=0.1,eot_iter=0", "must be >= 1"),
+    ("square:eps=0.1,loss=hinge", "one of margin, ce"),
+    ("square:eps=0.1,n_queries=0", "must be >= 1"),
+    ("square:eps=0.1,p_init=1.5", "must be <= 1"),
+    ("apgd-dlr:eps=0.1,rho=2", "must be <= 1"),
 ])
 def test_bad_specs_give_clear_errors(text, match):
     with pytest.raises(SpecError, match=match):
@@ -177,12 +187,15 @@ SMALL = {
     "fgsm-l1": "eps=4", "fgsm-l2": "eps=1", "fgsm-linf": "eps=0.1",
     "bim-l1": "eps=4,steps=3", "bim-l2": "eps=1,steps=3", "bim-linf": "eps=0.1,steps=3",
     "pgd-l1": "eps=4,steps=3,abs_stepsize=2", "pgd-l2": "eps=1,steps=3,abs_stepsize=0.5", "pgd-linf": "eps=0.1,steps=3,abs_stepsize=0.05",
-    "cw-l2": "eps=1,steps=10,binary_search_steps=2", "deepfool-l2": "eps=1,steps=5",
-    "deepfool-linf": "eps=0.1,steps=5", "ead": "eps=4,steps=10,binary_search_steps=2",
+    # CW and EAD: enough steps for the optimizer to converge on a linear model, and a first constant
+    # (1) that already weighs misclassification, so the short search finds adversarial examples
+    "cw-l2": "eps=1,steps=50,binary_search_steps=3,initial_const=1", "deepfool-l2": "eps=1,steps=5",
+    "deepfool-linf": "eps=0.1,steps=5", "ead": "eps=4,steps=50,binary_search_steps=3,initial_const=1",
     "mi-fgsm": "eps=0.1,steps=3", "mi-fgsm-l2": "eps=1,steps=3", "di-fgsm": "eps=0.1,steps=3",
     "di-mi-fgsm": "eps=0.1,steps=3",
     "autoattack-standard": "eps=0.1,n_iter=3,n_queries=10",
     "autoattack-rand": "eps=0.1,n_iter=3,eot_iter=2",
+    "apgd-ce": "eps=0.1,n_iter=3", "apgd-dlr": "eps=0.1,n_iter=3", "square": "eps=0.1,n_queries=20",
 }
 
 
@@ -200,11 +213,10 @@ def test_each_attack_runs_and_verifies(name, tiny):
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
     ver = verify_perturbation(x, x_adv, spec.norm, spec.eps)
     assert bool(ver.valid.all()), (name, ver.norms[spec.norm].max().item())
-    # an attack should fool the tiny linear model on at least one image
+    # every attack fools the tiny linear model on at least one image (y is the model's own prediction)
     with torch.no_grad():
         fooled = (model(x_adv).argmax(1) != y).sum().item()
-    if spec.kind != "minimization" or name.startswith("deepfool"):
-        assert fooled > 0, name
+    assert fooled > 0, name
 
 
 def test_autoattack_leaves_the_trace_function_alone(tiny):
@@ -242,6 +254,158 @@ def test_attack_inputs_are_validated(tiny):
         run_attack("fgsm-linf:eps=0.1", model, x * 2, y)
     with pytest.raises(InputError):
         run_attack("fgsm-linf:eps=0.1", model, x, y[:3])
+
+
+# ----------------------------------------------------------------------------------------------
+# APGD-CE, APGD-DLR and Square (pyautoattack's classes) on a digits classifier
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """An undefended linear classifier trained on the 8x8 digits, 32 test images."""
+    return train_digits_linear(32)
+
+
+class _Wrap(nn.Module):
+    """``scale * model(pre(x))``, counting forward calls."""
+
+    def __init__(self, model, pre=None, scale=1.0):
+        super().__init__()
+        self.model, self.pre, self.scale, self.calls = model, pre, scale, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.model(self.pre(x) if self.pre is not None else x) * self.scale
+
+
+def _fooled(model, x, y, x_adv) -> int:
+    """Images the model classified correctly and misclassifies after the attack."""
+    with torch.no_grad():
+        return int(((model(x).argmax(1) == y) & (model(x_adv).argmax(1) != y)).sum())
+
+
+# Moderate budgets for 8x8 images in [0, 1] (64 pixels), one per norm the library supports.
+_BUDGET = {"Linf": 0.1, "L2": 1.0, "L1": 4.0}
+NEW_ATTACKS = [f"{name}:norm={norm},eps={eps},{rest}"
+               for name, rest in (("apgd-ce", "n_iter=10"), ("apgd-dlr", "n_iter=10"), ("square", "n_queries=100"))
+               for norm, eps in _BUDGET.items()]
+
+
+@pytest.mark.parametrize("text", NEW_ATTACKS)
+def test_apgd_and_square_stay_in_budget_fool_and_repeat(text, digits):
+    model, x, y = digits
+    spec = parse_attack_spec(text)
+    a = run_attack(spec, model, x, y, torch.Generator().manual_seed(1))
+    ver = verify_perturbation(x, a, spec.norm, spec.eps)
+    assert bool(ver.valid.all()), (text, ver.norms[spec.norm].max().item())
+    assert _fooled(model, x, y, a) > 0
+    assert torch.equal(a, run_attack(spec, model, x, y, torch.Generator().manual_seed(1)))
+    # the library's seed comes from the generator: another generator state, other examples
+    assert not torch.equal(a, run_attack(spec, model, x, y, torch.Generator().manual_seed(2)))
+
+
+def test_apgd_and_square_record_the_library_defaults():
+    from pyautoattack.autopgd_base import APGDAttack
+    from pyautoattack.square import SquareAttack
+
+    s = parse_attack_spec("apgd-ce:eps=0.3")
+    sig = inspect.signature(APGDAttack.__init__).parameters
+    for k in ("norm", "n_iter", "n_restarts", "eot_iter", "rho"):
+        assert s.params[k] == sig[k].default, k
+    assert s.norm == "linf" and s.family == "APGD-CE" and s.settings["library"].startswith("pyautoattack")
+    assert s.settings["loss"] == "ce" and parse_attack_spec("apgd-dlr:eps=0.3").settings["loss"] == "dlr"
+    # AutoAttack's L1 setting (start at 3 eps) is the default for L1 only, re-derived when the norm changes
+    assert s.params["use_largereps"] is False and s.with_params(norm="L1").params["use_largereps"] is True
+    sq = parse_attack_spec("square:eps=0.5,norm=l2")
+    sig = inspect.signature(SquareAttack.__init__).parameters
+    for k in ("n_queries", "p_init", "n_restarts", "loss", "resc_schedule"):
+        assert sq.params[k] == sig[k].default, k
+    assert sq.norm == "l2" and sq.params["norm"] == "L2" and sq.family == "Square"
+
+
+def test_apgd_dlr_is_scale_invariant_where_cross_entropy_saturates(digits):
+    # Croce & Hein's reason for DLR: multiplying the logits by 1e4 saturates the softmax, so the
+    # cross-entropy gradient vanishes; the DLR loss is unchanged. A runner that ran CE for apgd-dlr fails.
+    model, x, y = digits
+    scaled = _Wrap(model, scale=1e4).eval()
+    fooled = {name: _fooled(scaled, x, y, run_attack(f"{name}:eps=0.1,n_iter=10", scaled, x, y,
+                                                     torch.Generator().manual_seed(0)))
+              for name in ("apgd-ce", "apgd-dlr")}
+    plain_ce = _fooled(model, x, y, run_attack("apgd-ce:eps=0.1,n_iter=10", model, x, y,
+                                               torch.Generator().manual_seed(0)))
+    assert fooled["apgd-dlr"] > fooled["apgd-ce"] and fooled["apgd-ce"] < plain_ce
+
+
+def test_square_is_gradient_free_and_beats_apgd_under_gradient_masking(digits):
+    # Rounding the input to 5 levels gives an all-zero input gradient (gradient masking): APGD cannot
+    # move, Square's random search on the outputs still finds adversarial examples.
+    model, x, y = digits
+    masked = _Wrap(model, pre=lambda z: torch.round(z * 4) / 4).eval()
+    apgd = run_attack("apgd-ce:eps=1,norm=L2,n_iter=10", masked, x, y, torch.Generator().manual_seed(0))
+    square = run_attack("square:eps=1,norm=L2,n_queries=100", masked, x, y, torch.Generator().manual_seed(0))
+    assert _fooled(masked, x, y, square) > _fooled(masked, x, y, apgd)
+
+
+class _NoBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("an attack declared gradient-free asked for a gradient")
+
+
+def test_gradient_free_declaration_is_true(digits):
+    """Attacks declared gradient-free (the integrity checks compare them with the gradient attacks)
+    run against a model whose backward pass fails; a gradient attack does not."""
+    model, x, y = digits
+    no_grad_model = _Wrap(model, pre=_NoBackward.apply).eval()
+    free = [n for n in list_attacks() if attack_def(n).gradient_free]
+    assert "square" in free
+    for name in free:
+        run_attack(f"{name}:{SMALL[name]}", no_grad_model, x, y, torch.Generator().manual_seed(0))
+    assert not attack_def("apgd-ce").gradient_free
+    with pytest.raises(RuntimeError, match="gradient-free"):
+        run_attack(f"apgd-ce:{SMALL['apgd-ce']}", no_grad_model, x, y, torch.Generator().manual_seed(0))
+
+
+class _Noisy(nn.Module):
+    """A randomized classifier: Gaussian input noise from torch's global generator, counted calls."""
+
+    def __init__(self, model, sigma=0.2):
+        super().__init__()
+        self.model, self.sigma, self.calls = model, sigma, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr"])
+def test_apgd_eot_iterations_on_a_randomized_model(name, digits):
+    model, x, y = digits
+    assert attack_def(name).eot_param == "eot_iter"  # the harness counts samples per gradient with it
+    calls, outs = {}, {}
+    for k in (1, 3):
+        noisy = _Noisy(model).eval()
+        spec = parse_attack_spec(f"{name}:eps=0.1,n_iter=5,eot_iter={k}")
+        outs[k] = run_attack(spec, noisy, x, y, torch.Generator().manual_seed(0))
+        calls[k] = noisy.calls
+        assert bool(verify_perturbation(x, outs[k], spec.norm, spec.eps).valid.all())
+        # the model's randomness is seeded from the generator too: the same state repeats the run
+        assert torch.equal(outs[k], run_attack(spec, _Noisy(model).eval(), x, y, torch.Generator().manual_seed(0)))
+    # each of the n_iter + 1 gradients (start, then one per step) averages eot_iter samples
+    assert calls[3] - calls[1] == (3 - 1) * (5 + 1)
+    assert _fooled(model, x, y, outs[3]) > 0
+
+
+def test_apgd_dlr_refuses_fewer_than_three_classes():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval()
+    x = torch.rand(4, 1, 8, 8)
+    with pytest.raises(SpecError, match="at least 3 classes"):
+        run_attack("apgd-dlr:eps=0.1,n_iter=2", model, x, torch.zeros(4, dtype=torch.long))
 
 
 # ----------------------------------------------------------------------------------------------

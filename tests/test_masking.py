@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maskdefense.ops.masking import (
-    KEEP, MASK_CONVENTION, REMOVED, GridMask, apply_mask, cells_removed, enumerate_masks, grid_mask,
+    KEEP, REMOVED, GridMask, apply_mask, cells_removed, enumerate_masks, grid_mask,
     grid_shape, upsample_mask,
 )
 from maskdefense.validation import InputError
@@ -19,9 +19,18 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_convention_constants() -> None:
-    assert KEEP == 1 and REMOVED == 0
-    assert "1 = pixel kept" in MASK_CONVENTION
+def test_keep_and_removed_are_the_values_the_operators_use() -> None:
+    """KEEP / REMOVED are what the mask operators produce and how apply_mask reads them."""
+    assert grid_mask(3, 8, 2, 0.0, generator=gen()).to(torch.int64).eq(KEEP).all()  # rate 0: nothing removed
+    assert grid_mask(3, 8, 2, 1.0, generator=gen()).to(torch.int64).eq(REMOVED).all()  # rate 1: all removed
+    pm = upsample_mask(grid_mask(3, 8, 2, 0.5, generator=gen(1)), 2)
+    assert set(pm.unique().tolist()) == {float(KEEP), float(REMOVED)}
+    x = _positive_images(3)
+    assert torch.equal(apply_mask(x, torch.full((3, 1, 8, 8), float(KEEP)), 0.5), x)  # kept pixels untouched
+    assert (apply_mask(x, torch.full((3, 1, 8, 8), float(REMOVED)), 0.5) == 0.5).all()  # removed ones filled
+    # the convention's formula (MASK_CONVENTION): masked = x * m + fill * (1 - m)
+    fill = torch.rand(1, 3, 1, 1, generator=gen(2))
+    assert torch.allclose(apply_mask(x, pm, fill), x * pm + fill * (1 - pm))
 
 
 @pytest.mark.parametrize("size,cell", [(32, 8), (28, 7), (32, 4), ((16, 8), 4), (8, 1)])
@@ -219,6 +228,12 @@ def test_grid_mask_transform_contract() -> None:
     cfg = t.config()
     assert json.loads(json.dumps(cfg)) == {"transform": "grid_mask", "cell": 8, "rate": 0.75, "fill": "black",
                                            "exact": False}
+    # the config rebuilds the same transform: same masks from the same generator state
+    rebuilt = GridMask(**{k: v for k, v in cfg.items() if k != "transform"})
+    assert torch.equal(rebuilt(x, gen(0)), y)
+    noisy = GridMask(cell=8, rate=0.5, fill="noise", exact=True)
+    assert torch.equal(GridMask(**{k: v for k, v in noisy.config().items() if k != "transform"})(x, gen(1)),
+                       noisy(x, gen(1)))
     with pytest.raises(ValueError, match="does not divide"):
         t(torch.rand(2, 1, 28, 28), gen(0))
     with pytest.raises(ValueError):

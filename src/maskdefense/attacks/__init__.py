@@ -7,24 +7,29 @@
 >>> parse_attacks("suite:mad-table5-mnist")   # the 23 attack rows of MAD's Table 5 (MNIST)
 
 Attacks come from Foolbox 3 (FGSM/FGM, BIM, PGD in L1/L2/Linf, CW-L2, DeepFool L2/Linf, EAD) and
-AutoAttack (``pyautoattack``: ``standard`` and ``rand``); MI-FGSM and diverse-input variants are ours
-(:mod:`maskdefense.attacks.momentum`, tested against Foolbox). Adaptive-attack wrappers: :class:`EOT`,
-:class:`BPDA`, :class:`DiverseInputModel`. Attacks return raw examples; :mod:`maskdefense.eval`
-verifies them and decides success.
+AutoAttack (``pyautoattack``: the ``standard`` and ``rand`` ensembles; APGD-CE and APGD-DLR on their
+own, with ``eot_iter`` for randomized defenses; the gradient-free Square attack, which catches gradient
+masking); MI-FGSM and diverse-input variants are ours (:mod:`maskdefense.attacks.backends.momentum`,
+tested against Foolbox). Adaptive-attack wrappers: :class:`EOT`, :class:`BPDA`,
+:class:`DiverseInputModel`. Attacks return raw examples; :mod:`maskdefense.eval` verifies them and
+decides success.
+
+Modules, each importing only those before it: ``base`` (definitions, the registry of definitions),
+``spec`` (one spec: parse, resolve), ``suites`` (named suites, attack lists), ``run`` (running; the
+callable :class:`Attack` and ``ATTACKS``); ``backends`` register their definitions with ``base``.
 """
 
 from __future__ import annotations
 
-from .base import ATTACKS, NORMS, Attack, AttackDef, ParamSpec, SpecError, attack_def, list_attacks, register_attack
+from .base import NORMS, AttackDef, ParamSpec, SpecError, attack_def, list_attacks, register_attack
 from .backends import autoattack as _autoattack  # noqa: F401  (registers AutoAttack attacks)
 from .backends import foolbox as _foolbox  # noqa: F401  (registers Foolbox attacks)
 from .backends.momentum import diverse_input, mi_fgsm  # (registers MI-FGSM / DI)
-from .run import run_attack, seed_from_generator
+from .run import ATTACKS, Attack, run_attack, seed_from_generator
 from .spec import (
-    AttackSpec, format_value, parse_attack_spec, parse_attacks, parse_overrides, parse_params, parse_value,
-    resolve_spec,
+    AttackSpec, format_value, parse_attack_spec, parse_overrides, parse_params, parse_value, resolve_spec,
 )
-from .suites import SUITES, Suite, SuiteRow, get_suite, list_suites
+from .suites import SUITES, Suite, SuiteRow, get_suite, list_suites, parse_attacks
 from ..ops.bpda import BPDA, bpda
 from ..ops.eot import EOT
 from .wrappers import DiverseInputModel

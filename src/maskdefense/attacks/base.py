@@ -1,4 +1,4 @@
-"""Attack definitions, typed parameters and the ``ATTACKS`` registry.
+"""Attack definitions, typed parameters and the registry of definitions.
 
 An attack is described once, as data (:class:`AttackDef`): its registered name, the family and norm it
 belongs to, the library that implements it, and its parameters (:class:`ParamSpec`) with the
@@ -9,13 +9,17 @@ see :mod:`maskdefense.attacks.spec`); resolving it fills in every default, so th
 Attacks return raw adversarial examples only. Whether they are valid (inside the epsilon ball, inside
 ``[0, 1]``) and whether they succeed is decided by the evaluation harness (:mod:`maskdefense.eval`),
 never by the attack.
+
+This module imports no other module of the package: ``spec`` (one spec), ``suites`` (attack lists) and
+``run`` (running; the callable :class:`~maskdefense.attacks.run.Attack` and ``ATTACKS``) build on it,
+and the ``backends`` register their definitions here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -23,13 +27,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 from ..spec import SpecError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .spec import AttackSpec
-
-__all__ = [
-    "ParamSpec", "AttackDef", "Attack", "ATTACKS", "SpecError", "attack_def", "list_attacks",
-    "register_attack", "NORMS",
-]
+__all__ = ["ParamSpec", "AttackDef", "SpecError", "attack_def", "list_attacks", "register_attack", "NORMS"]
 
 #: Norm names used everywhere in maskdefense (lower case); ``"linf"`` is the max norm.
 NORMS = ("l0", "l1", "l2", "linf")
@@ -167,60 +165,27 @@ class AttackDef:
         return {p.name: p.default for p in self.params if not p.required}
 
 
-class Attack:
-    """A resolved attack, callable as ``attack(model, x, y, generator=...) -> x_adv``.
-
-    ``ATTACKS.create("pgd-linf", eps=0.3)`` returns one. The result is the attack's raw output:
-    the harness verifies norms and range and decides success itself.
-    """
-
-    def __init__(self, spec: "AttackSpec") -> None:
-        self.spec = spec
-
-    @property
-    def definition(self) -> AttackDef:
-        return attack_def(self.spec.name)
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *,
-                 generator: torch.Generator | None = None) -> Tensor:
-        from .run import run_attack
-
-        return run_attack(self.spec, model, x, y, generator)
-
-    def __repr__(self) -> str:
-        return f"Attack({self.spec.text!r})"
-
-
-ATTACKS: Registry[Attack] = Registry("attack")
-_DEFS: dict[str, AttackDef] = {}
+#: The definitions, by name (the registry's entries return their definition; see :func:`attack_def`).
+_DEFS: Registry[AttackDef] = Registry("attack")
 
 
 def register_attack(defn: AttackDef) -> AttackDef:
-    """Add an attack definition to :data:`ATTACKS` (``ATTACKS.create(name, **params)`` -> Attack)."""
+    """Add an attack definition; :data:`maskdefense.attacks.ATTACKS` then creates it
+    (``ATTACKS.create(name, **params)`` -> a resolved, callable attack)."""
     names = [p.name for p in defn.params]
     if len(set(names)) != len(names):
         raise ValueError(f"attack {defn.name!r} has duplicate parameters")
     if not names or names[0] != "eps":
         raise ValueError(f"attack {defn.name!r}: the first parameter must be eps")
-
-    def factory(**params: Any) -> Attack:
-        from .spec import resolve_spec
-
-        return Attack(resolve_spec(defn.name, params))
-
-    ATTACKS.add(defn.name, factory, defn.description)
-    _DEFS[defn.name.lower()] = defn
+    _DEFS.add(defn.name, lambda: defn, defn.description)
     return defn
 
 
 def attack_def(name: str) -> AttackDef:
     """The definition of a registered attack; :class:`UnknownNameError` lists close matches."""
-    ATTACKS.entry(name)  # raises UnknownNameError with suggestions
-    return _DEFS[name.lower()]
+    return _DEFS.entry(name).factory()
 
 
 def list_attacks(pattern: str = "*") -> list[str]:
-    return ATTACKS.list(pattern)
-
-
-
+    """Registered attack names matching a glob pattern, sorted."""
+    return _DEFS.list(pattern)

@@ -1,4 +1,4 @@
-"""Running one attack: :func:`run_attack`.
+"""Running one attack: :func:`run_attack`; the callable :class:`Attack` and the ``ATTACKS`` registry.
 
 Randomness: every attack draws its random numbers from one seed taken from ``generator``. Library
 attacks (Foolbox, AutoAttack) use torch's global generator, so they run inside
@@ -10,15 +10,18 @@ defense attacked end to end) that draws from the global generator is seeded the 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from functools import partial
+from typing import Any, Iterator, NoReturn
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
 from ..validation import check_images, check_labels
-from .spec import AttackSpec, parse_attack_spec
+from .base import AttackDef, attack_def, list_attacks
+from .spec import AttackSpec, parse_attack_spec, resolve_spec
 
-__all__ = ["run_attack", "seed_from_generator", "frozen_parameters"]
+__all__ = ["run_attack", "seed_from_generator", "frozen_parameters", "Attack", "ATTACKS"]
 
 
 def seed_from_generator(generator: torch.Generator | None) -> int:
@@ -71,3 +74,47 @@ def run_attack(
         raise RuntimeError(f"attack {spec.name} returned {type(out).__name__} "
                            f"{tuple(out.shape) if isinstance(out, Tensor) else ''}, expected shape {tuple(x.shape)}")
     return out.detach()
+
+
+class Attack:
+    """A resolved attack, callable as ``attack(model, x, y, generator=...) -> x_adv``.
+
+    ``ATTACKS.create("pgd-linf", eps=0.3)`` returns one. The result is the attack's raw output:
+    the harness verifies norms and range and decides success itself.
+    """
+
+    def __init__(self, spec: AttackSpec) -> None:
+        self.spec = spec
+
+    @property
+    def definition(self) -> AttackDef:
+        return attack_def(self.spec.name)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *,
+                 generator: torch.Generator | None = None) -> Tensor:
+        return run_attack(self.spec, model, x, y, generator)
+
+    def __repr__(self) -> str:
+        return f"Attack({self.spec.text!r})"
+
+
+def _create(name: str, **params: Any) -> Attack:
+    return Attack(resolve_spec(name, params))
+
+
+class _AttackRegistry(Registry[Attack]):
+    """Every registered definition (:func:`~maskdefense.attacks.base.register_attack`), created as a
+    resolved :class:`Attack`. Its entries mirror the definitions: register an attack with
+    ``register_attack(AttackDef(...))``, not here."""
+
+    def _load(self) -> None:
+        for name in list_attacks():
+            if name not in self._entries:
+                super().add(name, partial(_create, name), attack_def(name).description)
+
+    def add(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("register an attack with maskdefense.attacks.register_attack(AttackDef(...))")
+
+
+#: ``ATTACKS.create("pgd-linf", eps=0.3)`` -> :class:`Attack`; ``ATTACKS.list()``, ``ATTACKS.entry(name)``.
+ATTACKS: Registry[Attack] = _AttackRegistry("attack")

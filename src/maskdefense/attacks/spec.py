@@ -6,12 +6,13 @@ One attack::
                                                   cw-l2:eps=1.5,steps=1000,kappa=10
                                                   autoattack-rand:eps=8/255,norm=Linf
 
-Several attacks are separated by ``;`` (or newlines); ``suite:<name>`` expands to a named list
-(:mod:`maskdefense.attacks.suites`), e.g. ``suite:mad-table5-mnist`` (the 23 attack rows of MAD's
-Table 5 for MNIST). Values are parsed as ``true``/``false``, ``none``, integers, floats (``1e-3``,
-fractions ``8/255``, ``inf``) or strings. Parameter names are checked against the attack's parameters
-(aliases such as ``kappa`` for ``confidence`` are accepted); resolving a spec fills in every default,
-so :attr:`AttackSpec.params` is the complete set of parameters the attack runs with.
+Several attacks are separated by ``;`` (or newlines); in such a list
+(:func:`maskdefense.attacks.suites.parse_attacks`) ``suite:<name>`` expands to a named suite, e.g.
+``suite:mad-table5-mnist`` (the 23 attack rows of MAD's Table 5 for MNIST). Values are parsed as
+``true``/``false``, ``none``, integers, floats (``1e-3``, fractions ``8/255``, ``inf``) or strings.
+Parameter names are checked against the attack's parameters (aliases such as ``kappa`` for
+``confidence`` are accepted); resolving a spec fills in every default, so :attr:`AttackSpec.params` is
+the complete set of parameters the attack runs with.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from ..spec import SpecError, format_value, parse_params, parse_value
 from .base import AttackDef, attack_def
 
 __all__ = [
-    "AttackSpec", "SpecError", "parse_value", "parse_params", "parse_attack_spec", "parse_attacks",
-    "resolve_spec", "format_value", "parse_overrides",
+    "AttackSpec", "SpecError", "parse_value", "parse_params", "parse_attack_spec", "resolve_spec",
+    "format_value", "parse_overrides", "split_specs",
 ]
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def parse_overrides(text: str | Mapping[str, Mapping[str, Any]] | None) -> dict[
     if isinstance(text, Mapping):
         raw = [(k, v) for k, v in text.items()]
     else:
-        for part in _split(text):
+        for part in split_specs(text):
             name, _, rest = part.partition(":")
             raw.append((name.strip(), parse_params(rest, what=f"override {name.strip()}")))
     out: dict[str, dict[str, Any]] = {}
@@ -193,44 +194,6 @@ def parse_overrides(text: str | Mapping[str, Mapping[str, Any]] | None) -> dict[
     return out
 
 
-def _split(text: str) -> list[str]:
+def split_specs(text: str) -> list[str]:
+    """``"a:x=1; b"`` -> ``["a:x=1", "b"]``: the specs of a list, separated by ``;`` or newlines."""
     return [p.strip() for p in re.split(r"[;\n]", text) if p.strip()]
-
-
-def parse_attacks(
-    text: str | AttackSpec | Iterable[str | AttackSpec],
-    overrides: str | Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[AttackSpec]:
-    """Parse a list of attacks: ``"fgsm-l1:eps=10;pgd-linf:eps=0.3"``, ``"suite:mad-table5-mnist"``,
-    a mix, or an iterable of specs/strings. ``overrides`` (``"cw-l2:steps=100"`` or a dict) change
-    parameters of every listed attack of that name (a way to shorten CW/EAD in quick runs; the changed
-    values are what the results record). Duplicates are removed (first occurrence kept)."""
-    from .suites import get_suite
-
-    items: list[str | AttackSpec]
-    if isinstance(text, (str, AttackSpec)):
-        items = [text]
-    else:
-        items = list(text)
-    specs: list[AttackSpec] = []
-    for item in items:
-        if isinstance(item, AttackSpec):
-            specs.append(item)
-            continue
-        for part in _split(item):
-            if part.lower().startswith("suite:"):
-                specs.extend(get_suite(part.split(":", 1)[1].strip()).specs())
-            else:
-                specs.append(parse_attack_spec(part))
-    if not specs:
-        raise SpecError("no attacks given")
-    ov = parse_overrides(overrides)
-    if ov:
-        specs = [s.with_params(**ov[s.name]) if s.name in ov else s for s in specs]
-    seen: set[str] = set()
-    out: list[AttackSpec] = []
-    for s in specs:
-        if s.key not in seen:
-            seen.add(s.key)
-            out.append(s)
-    return out

@@ -1,4 +1,4 @@
-"""Named attack suites, as data: ``suite:<name>`` in any attack list.
+"""Named attack suites, as data, and attack lists: :func:`parse_attacks` expands ``suite:<name>``.
 
 A suite is a list of attack rows, each with our spec, the paper's row label and (optionally) the paper's
 numbers for side-by-side tables; its title and benign accuracy feed the reports. The suites themselves
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from ..registry import load_plugins
 from ..spec import SpecError
-from .spec import AttackSpec, parse_attack_spec
+from .spec import AttackSpec, parse_attack_spec, parse_overrides, split_specs
 
-__all__ = ["Suite", "SuiteRow", "SUITES", "add_suite", "get_suite", "list_suites"]
+__all__ = ["Suite", "SuiteRow", "SUITES", "add_suite", "get_suite", "list_suites", "parse_attacks"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,40 @@ def get_suite(name: str) -> Suite:
 def list_suites() -> list[str]:
     load_plugins()
     return sorted(SUITES)
+
+
+def parse_attacks(
+    text: str | AttackSpec | Iterable[str | AttackSpec],
+    overrides: str | Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[AttackSpec]:
+    """Parse a list of attacks: ``"fgsm-l1:eps=10;pgd-linf:eps=0.3"``, ``"suite:mad-table5-mnist"``,
+    a mix, or an iterable of specs/strings. ``overrides`` (``"cw-l2:steps=100"`` or a dict) change
+    parameters of every listed attack of that name (a way to shorten CW/EAD in quick runs; the changed
+    values are what the results record). Duplicates are removed (first occurrence kept)."""
+    items: list[str | AttackSpec]
+    if isinstance(text, (str, AttackSpec)):
+        items = [text]
+    else:
+        items = list(text)
+    specs: list[AttackSpec] = []
+    for item in items:
+        if isinstance(item, AttackSpec):
+            specs.append(item)
+            continue
+        for part in split_specs(item):
+            if part.lower().startswith("suite:"):
+                specs.extend(get_suite(part.split(":", 1)[1].strip()).specs())
+            else:
+                specs.append(parse_attack_spec(part))
+    if not specs:
+        raise SpecError("no attacks given")
+    ov = parse_overrides(overrides)
+    if ov:
+        specs = [s.with_params(**ov[s.name]) if s.name in ov else s for s in specs]
+    seen: set[str] = set()
+    out: list[AttackSpec] = []
+    for s in specs:
+        if s.key not in seen:
+            seen.add(s.key)
+            out.append(s)
+    return out

@@ -1,17 +1,34 @@
-"""Attacks run through AutoAttack (``pyautoattack``).
+"""Attacks run through AutoAttack (``pyautoattack``); norm ``Linf``/``L2``/``L1`` throughout.
 
-``autoattack-standard``, ``autoattack-rand``: ``pyautoattack.AutoAttack`` with ``version="standard"``
-(APGD-CE, APGD-T, FAB-T, Square) or ``"rand"`` (APGD-CE and APGD-DLR with 20 EOT samples per gradient),
-norm ``Linf``/``L2``/``L1``; its internal settings are recorded.
+* ``autoattack-standard`` (family AutoAttack): ``AutoAttack(version="standard")``, i.e. APGD-CE,
+  APGD-T, FAB-T and Square;
+* ``autoattack-rand`` (AutoAttack-rand): ``AutoAttack(version="rand")``, APGD-CE and APGD-DLR with 20
+  EOT samples per gradient;
+* ``apgd-ce``, ``apgd-dlr`` (APGD-CE, APGD-DLR): ``APGDAttack(loss="ce" / "dlr")`` on its own, with
+  ``eot_iter`` EOT samples per gradient for randomized defenses;
+* ``square`` (Square): ``SquareAttack``, a random search on the margin that uses no gradients
+  (``AttackDef.gradient_free``: the integrity checks compare it with the gradient attacks).
+
+APGD and Square run through the library's classes directly, with the defaults of the installed
+library's constructors (read from their signatures), except ``use_largereps``, which follows
+AutoAttack's choice (on for L1). The library's internal settings are recorded with every spec. The
+library draws its random numbers from torch's global generator, seeded by the library from a seed taken
+from the harness's generator (:func:`maskdefense.attacks.run.run_attack` forks the global RNG around
+it). The attacks return what the library returns (for APGD and Square: the adversarial example
+where the attack succeeded, the clean image elsewhere); the harness verifies and scores it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import inspect
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from ...spec import SpecError
 from ..base import AttackDef, ParamSpec, register_attack
 
 __all__ = ["autoattack_version"]
@@ -27,6 +44,24 @@ def autoattack_version() -> str:
 
 
 _AA_NORMS = ("Linf", "L2", "L1")
+#: AutoAttack's logger: its warnings (zero gradients, Square beating APGD) are silenced while an attack
+#: runs -- the harness runs these checks itself and reports them as flags.
+_LOG = logging.getLogger("auto-attack")
+
+
+@contextmanager
+def _library_quiet() -> Iterator[None]:
+    old = _LOG.level
+    _LOG.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        _LOG.setLevel(old)
+
+
+def _library_seed(g: torch.Generator) -> int:
+    """The seed the library re-seeds torch's global generator with, drawn from the harness's generator."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
 
 
 def _autoattack(model: nn.Module, params: Mapping[str, Any], version: str, seed: int | None,
@@ -90,21 +125,15 @@ def _aa_resolver(version: str):
 
 def _run_autoattack(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: Tensor, y: Tensor,
                     g: torch.Generator) -> Tensor:
-    version = d.name.split("-", 1)[1]
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
-    adv = _autoattack(model, params, version, seed=seed, device=x.device)
-    import logging
-
     import sys
 
-    log = logging.getLogger("auto-attack")
-    old = log.level
-    log.setLevel(logging.ERROR)  # the harness runs its own checks and reports them as flags
+    version = d.name.split("-", 1)[1]
+    adv = _autoattack(model, params, version, seed=_library_seed(g), device=x.device)
     trace = sys.gettrace()  # AutoAttack's check_dynamic() replaces the trace function (coverage, debuggers)
     try:
-        x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=max(1, x.shape[0]))
+        with _library_quiet():
+            x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=max(1, x.shape[0]))
     finally:
-        log.setLevel(old)
         sys.settrace(trace)
     return x_adv
 
@@ -137,3 +166,127 @@ def _register_autoattack() -> None:
 
 
 _register_autoattack()
+
+
+# ----------------------------------------------------------------------------------------------
+# APGD-CE, APGD-DLR and Square on their own
+
+
+def _library_defaults(cls: type) -> dict[str, Any]:
+    """Keyword defaults of a pyautoattack attack class's constructor (the installed library's)."""
+    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _apgd(model: nn.Module, params: Mapping[str, Any], loss: str, seed: int, device: Any = None) -> Any:
+    from pyautoattack.autopgd_base import APGDAttack
+
+    return APGDAttack(model, n_iter=params["n_iter"], norm=params["norm"], n_restarts=params["n_restarts"],
+                      eps=float(params["eps"]), seed=seed, loss=loss, eot_iter=params["eot_iter"],
+                      rho=params["rho"], device=device, use_largereps=params["use_largereps"], logger=_LOG)
+
+
+def _apgd_resolver(loss: str):
+    def resolve(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        if params["rho"] > 1:
+            raise SpecError(f"apgd-{loss}: parameter 'rho' (a fraction of steps) must be <= 1, got {params['rho']:g}")
+        if params["use_largereps"] is None:  # AutoAttack's choice: on for L1, off otherwise
+            params["use_largereps"] = params["norm"] == "L1"
+        if params["use_largereps"] and params["norm"] != "L1":
+            raise SpecError(f"apgd-{loss}: use_largereps is for norm=L1 only (the library supports it there)")
+        if params["use_largereps"] and params["n_iter"] < 3:
+            raise SpecError(f"apgd-{loss}: use_largereps splits n_iter over 3 stages (3, 2, 1 x eps); "
+                            f"it needs n_iter >= 3, got {params['n_iter']}")
+        a = _apgd(nn.Identity(), params, loss, seed=0)
+        return params, {
+            "library": f"pyautoattack {autoattack_version()}", "class": "pyautoattack.autopgd_base.APGDAttack",
+            "loss": a.loss, "random_start": a.use_rs, "n_iter_2": a.n_iter_2, "n_iter_min": a.n_iter_min,
+            "size_decr": a.size_decr,
+        }
+
+    return resolve
+
+
+def _run_apgd(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: Tensor, y: Tensor,
+              g: torch.Generator) -> Tensor:
+    loss = d.name.split("-", 1)[1]
+    if loss == "dlr":
+        with torch.no_grad():
+            classes = model(x[:1]).shape[-1]
+        if classes < 3:  # the DLR loss divides by z_max - z_third
+            raise SpecError(f"apgd-dlr needs a classifier with at least 3 classes, got {classes}")
+    with _library_quiet():
+        return _apgd(model, params, loss, seed=_library_seed(g), device=x.device).perturb(x, y)
+
+
+def _square(model: nn.Module, params: Mapping[str, Any], seed: int, device: Any = None) -> Any:
+    from pyautoattack.square import SquareAttack
+
+    return SquareAttack(model, norm=params["norm"], n_queries=params["n_queries"], eps=float(params["eps"]),
+                        p_init=params["p_init"], n_restarts=params["n_restarts"], seed=seed,
+                        loss=params["loss"], resc_schedule=params["resc_schedule"], device=device)
+
+
+def _square_resolve(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    if params["p_init"] > 1:
+        raise SpecError(f"square: parameter 'p_init' (a fraction of the pixels) must be <= 1, got {params['p_init']:g}")
+    a = _square(nn.Identity(), params, seed=0)
+    return params, {"library": f"pyautoattack {autoattack_version()}", "class": "pyautoattack.square.SquareAttack",
+                    "targeted": a.targeted}
+
+
+def _run_square(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: Tensor, y: Tensor,
+                g: torch.Generator) -> Tensor:
+    with torch.no_grad():  # gradient-free: queries the model's outputs only
+        return _square(model, params, seed=_library_seed(g), device=x.device).perturb(x, y)
+
+
+def _register_single_attacks() -> None:
+    from pyautoattack.autopgd_base import APGDAttack
+    from pyautoattack.square import SquareAttack
+
+    eps = ParamSpec("eps", "float", required=True, minimum=0.0, doc="perturbation budget")
+    ap = _library_defaults(APGDAttack)
+    apgd_params = (
+        eps,
+        ParamSpec("norm", "str", default=ap["norm"], choices=_AA_NORMS, doc="threat norm"),
+        ParamSpec("n_iter", "int", default=ap["n_iter"], minimum=1, doc="iterations per restart"),
+        ParamSpec("n_restarts", "int", default=ap["n_restarts"], minimum=1, doc="random restarts"),
+        ParamSpec("eot_iter", "int", default=ap["eot_iter"], minimum=1,
+                  doc="EOT: gradients averaged per step (raise it for a randomized defense)"),
+        ParamSpec("rho", "float", default=ap["rho"], minimum=0.0, exclusive=True,
+                  doc="step-size halving threshold (fraction of improving steps)"),
+        ParamSpec("use_largereps", "bool", default=None, nullable=True,
+                  doc="L1: run at 3, 2, 1 x eps (AutoAttack's L1 setting); default on for L1, off otherwise"),
+    )
+    for loss, family, what in (("ce", "APGD-CE", "cross-entropy"), ("dlr", "APGD-DLR", "the DLR margin loss")):
+        register_attack(AttackDef(
+            name=f"apgd-{loss}", family=family, norm=None, backend="autoattack",
+            implementation=f"pyautoattack.autopgd_base.APGDAttack(loss='{loss}')", kind="fixed-epsilon",
+            params=apgd_params, runner=_run_apgd, resolver=_apgd_resolver(loss), randomized=True,
+            eot_param="eot_iter", reference="Croce & Hein 2020",
+            description=f"{family}: step-size-free PGD with momentum on {what} (Croce & Hein 2020, pyautoattack)",
+        ))
+    sq = _library_defaults(SquareAttack)
+    register_attack(AttackDef(
+        name="square", family="Square", norm=None, backend="autoattack",
+        implementation="pyautoattack.square.SquareAttack", kind="fixed-epsilon",
+        params=(
+            eps,
+            ParamSpec("norm", "str", default=sq["norm"], choices=_AA_NORMS, doc="threat norm"),
+            ParamSpec("n_queries", "int", default=sq["n_queries"], minimum=1, doc="queries per restart"),
+            ParamSpec("p_init", "float", default=sq["p_init"], minimum=0.0, exclusive=True,
+                      doc="initial fraction of pixels a square covers"),
+            ParamSpec("n_restarts", "int", default=sq["n_restarts"], minimum=1, doc="random restarts"),
+            ParamSpec("loss", "str", default=sq["loss"], choices=("margin", "ce"), doc="loss the search lowers"),
+            ParamSpec("resc_schedule", "bool", default=sq["resc_schedule"],
+                      doc="rescale the schedule of square sizes to n_queries"),
+        ),
+        runner=_run_square, resolver=_square_resolve, randomized=True, gradient_free=True,
+        reference="Andriushchenko et al. 2020",
+        description="Square: gradient-free random search (Andriushchenko et al. 2020, pyautoattack); "
+                    "catches gradient masking",
+    ))
+
+
+_register_single_attacks()
