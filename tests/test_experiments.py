@@ -3,8 +3,15 @@
 import json
 
 import pytest
+import torch
 
+from maskdefense.attacks import get_suite
 from maskdefense.cli import main
+from maskdefense.papers.mad import FIG3_ATTACKS, FIG3_KEPT, TABLE_SUITE
+
+
+def _suite_labels(dataset):
+    return [r.label for r in get_suite(TABLE_SUITE[dataset]).rows]
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +29,72 @@ def _read(out):
     return data, readme
 
 
+def _trained(runs, preset):
+    """Checkpoints of ``preset`` in ``runs`` (a folder ``<preset>`` or ``<preset>-<hash of its training
+    configuration>``)."""
+    import re
+
+    return [p for p in sorted(runs.glob("*/model.safetensors"))
+            if re.fullmatch(re.escape(preset) + r"(-[0-9a-f]{6,64})?", p.parent.name)]
+
+
+def _checkpoint(runs, preset, sha256):
+    """The model a study used: the checkpoint of ``preset`` in ``runs`` with the sha256 the study recorded."""
+    from maskdefense.checkpoint import load_model
+
+    found = [m for m in (load_model(p) for p in _trained(runs, preset)) if m[1]["sha256"] == sha256]
+    assert len(found) == 1, f"no single checkpoint of {preset} with sha256 {sha256} in {runs}"
+    return found[0][0]
+
+
+def _digits_test():
+    from maskdefense.data import load_dataset
+
+    return load_dataset("digits", "test").tensors()
+
+
+def _unmasked_accuracy(model, x, y):
+    """Plain torch, independent of the library's batching helpers."""
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _is_fraction_of(v, n):
+    """``v`` is k/n for an integer k (an accuracy over n images, as the studies round it: 6 places)."""
+    return 0 <= round(v * n) <= n and abs(v * n - round(v * n)) < 1e-5 * n
+
+
 def test_votes_study_quick(runs, tmp_path, capsys):
+    from maskdefense.defenses.mad import MADClassifier
+    from maskdefense.experiments.common import seeded
+    from maskdefense.training.presets import create_preset
+
     out = tmp_path / "votes"
     assert main(["reproduce", "mad-votes", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
     data, readme = _read(out)
+    meta = data["meta"]
     votes = [r["votes"] for r in data["rows"]]
     assert votes == [0, 1, 3, 5, 7, 9, 15, 20]
-    assert all(0.0 <= r["accuracy"] <= 1.0 for r in data["rows"])
-    exact = next(a for a in data["meta"]["adaptive"] if a["stop"] == "exact")
+    # recomputed from the checkpoint the study names, on the whole digits test split
+    x, y = _digits_test()
+    assert meta["n_test"] == len(y) == 360 and meta["seed"] == 0
+    model = _checkpoint(runs, "mad-digits", meta["checkpoint_sha256"])
+    acc = {r["votes"]: r["accuracy"] for r in data["rows"]}
+    assert acc[0] == pytest.approx(_unmasked_accuracy(model, x, y), abs=1e-6)
+    p = create_preset("mad-digits")
+    mad = MADClassifier(model, p.test_cell, p.test_rate).eval()
+    for n in (1, 5, 20):  # the vote with the preset's test masking, masks drawn from the study's seed
+        assert acc[n] == pytest.approx(float((mad.predict(x, n, generator=seeded(0)) == y).float().mean()), abs=1e-6)
+    assert all(_is_fraction_of(a, len(y)) for a in acc.values())
+    adaptive = {a["stop"]: a for a in meta["adaptive"]}
+    assert set(adaptive) == {"exact", "test", "predictive"}
+    for a in adaptive.values():  # every adaptive run is compared with the same full 20-vote
+        assert a["n_max"] == 20 and a["full_vote_accuracy"] == acc[20]
+        assert a["passes_saved"] == pytest.approx(1 - a["mean_passes"] / 20)
+    exact = adaptive["exact"]
     assert exact["changed_decisions"] == 0  # exact stopping never changes the full vote's decision
-    assert 0 < exact["mean_passes"] <= 20
+    assert exact["accuracy"] == exact["full_vote_accuracy"] and exact["stopped_by_test"] == 0
+    assert exact["mean_passes"] < 20  # with 4 votes a round, a unanimous image stops after 12 of 20
     assert (out / "votes.png").stat().st_size > 1000
 
 
@@ -39,9 +102,20 @@ def test_ablation_study_quick(runs, tmp_path):
     out = tmp_path / "ablation"
     assert main(["reproduce", "mad-ablation", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
     data, readme = _read(out)
-    combos = {(r["train_mask"], r["test_mask"]) for r in data["rows"]}
-    assert combos == {(False, False), (False, True), (True, False), (True, True)}
-    assert len(set(data["meta"]["checkpoints"].values())) == 2  # two different models
+    rows = data["rows"]
+    # per model: one unmasked row, then the vote at 5 and at 20 votes
+    assert [(r["train_mask"], r["test_mask"], r["votes"]) for r in rows] == [
+        (False, False, "-"), (False, True, 5), (False, True, 20), (True, False, "-"), (True, True, 5), (True, True, 20)]
+    ck = data["meta"]["checkpoints"]
+    assert len(set(ck.values())) == 2  # two different models
+    x, y = _digits_test()
+    assert data["meta"]["n_test"] == len(y)
+    for train_mask, name, key in ((False, "plain-digits", "plain"), (True, "mad-digits", "mad")):
+        model = _checkpoint(runs, name, ck[key])
+        unmasked = next(r for r in rows if r["train_mask"] == train_mask and not r["test_mask"])
+        assert unmasked["accuracy"] == pytest.approx(_unmasked_accuracy(model, x, y), abs=1e-6)
+    assert all(r["epochs"] == 3 and _is_fraction_of(r["accuracy"], len(y)) for r in rows)
+    assert all(r["paper"] is None and r["gap_to_paper"] is None for r in rows)  # the paper has no digits numbers
 
 
 def test_masks_figure_quick(tmp_path):
@@ -52,9 +126,9 @@ def test_masks_figure_quick(tmp_path):
 
 
 def test_predict_command_reports_vote_accuracy(runs, tmp_path, capsys):
-    ckpt = runs / "mad-digits" / "model.safetensors"
-    if not ckpt.exists():
+    if not _trained(runs, "mad-digits"):
         assert main(["reproduce", "mad-votes", "--quick", "--runs-dir", str(runs), "--out", str(tmp_path / "v")]) == 0
+    (ckpt,) = _trained(runs, "mad-digits")
     js = tmp_path / "p.json"
     assert main(["predict", "--checkpoint", str(ckpt), "--votes", "1", "5", "--adaptive", "--json", str(js)]) == 0
     out = capsys.readouterr().out
@@ -69,26 +143,60 @@ def test_mad_table_quick_puts_paper_and_ours_side_by_side(runs, tmp_path):
     assert main(["reproduce", "mad-table", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
     data, readme = _read(out)
     assert len(data["rows"]) == 6
-    for r in data["rows"]:
-        assert r["paper_defense"] is not None  # the paper's number sits beside ours
-        for key in ("attack_acc", "gray_box_defense", "black_box_defense", "gray_box_sub_defense",
-                    "black_box_sub_defense", "adaptive_defense"):
-            assert 0.0 <= r[key] <= 1.0
+    suite = {r.label: r.paper for r in get_suite(TABLE_SUITE["mnist"]).rows}
+    assert [r["attack"] for r in data["rows"]] == list(suite)[::4]  # every fourth row of the MNIST table
+    _check_table_reads_the_harness(out, data["rows"])
+    for r in data["rows"]:  # the paper's numbers sit beside ours
+        assert r["paper_defense"] == suite[r["attack"]]["defense"]
+        assert r["paper_attack"] == suite[r["attack"]]["attack"]
+        assert r["gap_defense"] == pytest.approx(r["gray_box_defense"] - r["paper_defense"], abs=2e-6)
     # quick mode runs the adaptive threat on all images: the subset columns repeat the full ones
     assert all(r["gray_box_sub_defense"] == r["gray_box_defense"] for r in data["rows"])
+    assert all(r["black_box_sub_defense"] == r["black_box_defense"] for r in data["rows"])
     assert "adaptive EOT" in readme and "black-box transfer" in readme
     assert (out / "eval-adaptive" / "summary.md").exists()
     assert (out / "eval" / "records.jsonl").exists()
+
+
+def _check_table_reads_the_harness(out, rows):
+    """Every number of the study's table is the harness's (eval/ and eval-adaptive/ summaries), by attack
+    label and threat: gray-box Attack and Defense, black-box Defense, and the adaptive run's columns."""
+    import json
+
+    def by_threat(run):
+        summary = json.loads((out / run / "summary.json").read_text())
+        return {(q["label"], q["threat"]): q for q in summary["rows"] if not q["sanity"]}  # not the sanity attack
+
+    main_run, adaptive = by_threat("eval"), by_threat("eval-adaptive")
+    assert {t for _, t in main_run} == {"gray-box", "black-box"}
+    assert {t for _, t in adaptive} == {"gray-box", "black-box", "adaptive"}
+    assert len(main_run) == 2 * len(rows) and len(adaptive) == 3 * len(rows)
+    for r in rows:
+        lab = r["attack"]
+        assert r["attack_acc"] == main_run[(lab, "gray-box")]["attack_acc"]
+        assert r["gray_box_defense"] == main_run[(lab, "gray-box")]["defense_acc"]
+        assert r["gray_box_robust"] == main_run[(lab, "gray-box")]["robust_acc"]
+        assert r["black_box_defense"] == main_run[(lab, "black-box")]["defense_acc"]
+        assert r["gray_box_sub_defense"] == adaptive[(lab, "gray-box")]["defense_acc"]
+        assert r["black_box_sub_defense"] == adaptive[(lab, "black-box")]["defense_acc"]
+        assert r["adaptive_defense"] == adaptive[(lab, "adaptive")]["defense_acc"]
+        assert r["adaptive_robust"] == adaptive[(lab, "adaptive")]["robust_acc"]
 
 
 def test_fig3_quick(runs, tmp_path):
     out = tmp_path / "fig3"
     assert main(["reproduce", "mad-fig3", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
     data, _ = _read(out)
-    full = {r["attack"]: r["accuracy"] for r in data["rows"] if r["kept"] == 1.0}
+    # the first (smaller-epsilon) row of each family the paper's figure shows, at 0% and each fraction kept
+    labels = list(_suite_labels("mnist"))
+    wanted = [next(lab for lab in labels if lab.startswith(fam + " ")) for fam in FIG3_ATTACKS]
+    kept = (0.0, *FIG3_KEPT)
+    assert [(r["attack"], r["kept"]) for r in data["rows"]] == [(a, k) for a in sorted(wanted, key=labels.index)
+                                                                for k in kept]
     none = {r["attack"]: r["accuracy"] for r in data["rows"] if r["kept"] == 0.0}
-    assert set(full) == set(none) and len(full) >= 4
     assert all(v == 1.0 for v in none.values())  # 0% kept = the clean, correctly classified images
+    n = data["meta"]["n_images"]
+    assert 0 < n <= 60 and all(_is_fraction_of(r["accuracy"], n) for r in data["rows"])
     assert (out / "fig3.png").exists()
 
 
@@ -99,6 +207,8 @@ def test_sweeps_quick_tables_come_from_the_harness_runs(runs, tmp_path):
     for title in ("## Table 1", "## Table 2", "## Table 3", "gray-box"):
         assert title in readme
     assert (out / "sweeps.png").exists()
+    # 1 + 4 attack rows (every sixth of 23) in Tables 1 and 3; the 4 (train, test) masking rows of Table 2
+    assert [r["table"] for r in data["rows"]] == ["1"] * 5 + ["2"] * 4 + ["3"] * 5
     rows = {(r["table"], r.get("attack")): r for r in data["rows"] if r["table"] in ("1", "3")}
     plain = json.loads((out / "runs" / "plain-digits" / "summary.json").read_text())
     main_run = json.loads((out / "runs" / "mad-digits-sweep-main" / "summary.json").read_text())
@@ -154,8 +264,9 @@ def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
     data, readme = _read(out)
     assert len(data["rows"]) == 3 and all(r["paper_defense"] is not None for r in data["rows"])
     assert "Table 5 (right)" in readme and "resnet18_narrow" in readme
-    # random stand-in images: the 1-epoch model may classify none correctly (then the cells are empty)
-    assert all(r["adaptive_defense"] is None or 0 <= r["adaptive_defense"] <= 1 for r in data["rows"])
+    # random stand-in images: the 1-epoch model may classify none correctly (then the cells are None, as the
+    # harness's); every cell is the harness's number
+    _check_table_reads_the_harness(out, data["rows"])
     assert (out / "eval-adaptive" / "summary.md").exists() and (out / "eval" / "summary.md").exists()
     assert [r["name"] for r in meta["autoattack"]] == ["autoattack-rand", "pgd-linf"]
 

@@ -78,3 +78,62 @@ def test_model_rejects_wrong_shapes(bad, match):
 def test_check_input_rejects_bad_values(bad, match):
     with pytest.raises(InputError, match=match):
         create_model("lenet5").check_input(bad)
+
+
+@pytest.fixture
+def user_model():
+    """A model registered through the public decorator (removed from the registry afterwards)."""
+    from torch import nn
+
+    from maskdefense.models import MODELS
+
+    @MODELS.register("user_tiny_net", hidden=4)
+    class TinyNet(nn.Module):
+        """A user's model: not an ImageClassifier, no ``spec`` of its own."""
+
+        def __init__(self, hidden: int = 4, sizes: tuple = (1, 8)) -> None:
+            super().__init__()
+            self.sizes = sizes
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(sizes[0] * sizes[1] ** 2, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+    yield "user_tiny_net"
+    MODELS._entries.pop("user_tiny_net")
+
+
+def test_user_registered_model_reloads_from_its_checkpoint(user_model, tmp_path):
+    """MODELS.register is public: a model registered through it is saved and rebuilt like a built-in one,
+    with the keyword arguments it was built with (not the registered defaults)."""
+    from maskdefense.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    m = create_model(user_model, hidden=7).eval()
+    assert m.spec == {"name": user_model, "kwargs": {"hidden": 7}}
+    save_checkpoint(m, tmp_path / "model.safetensors", {"dataset": "digits"})
+    loaded, meta = load_model(tmp_path / "model.safetensors")
+    assert meta["arch"] == user_model and meta["arch_kwargs"] == {"hidden": 7}
+    assert loaded.net[1].out_features == 7
+    x = torch.rand(5, 1, 8, 8)
+    assert torch.equal(loaded(x), m(x))
+
+
+def test_spec_kwargs_are_json_values(user_model):
+    import json
+
+    m = create_model(user_model, sizes=(1, 8))
+    assert m.spec["kwargs"] == {"hidden": 4, "sizes": [1, 8]}
+    assert json.loads(json.dumps(m.spec)) == m.spec
+
+
+def test_a_factory_that_returns_no_module_is_refused():
+    from maskdefense.models import MODELS
+
+    MODELS.add("user_not_a_model", lambda: 3)
+    try:
+        with pytest.raises(TypeError, match="not a torch.nn.Module"):
+            create_model("user_not_a_model")
+    finally:
+        MODELS._entries.pop("user_not_a_model")

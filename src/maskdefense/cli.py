@@ -6,13 +6,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 COMMANDS = ("demo", "train", "info", "predict", "attack", "evaluate", "reproduce")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``maskdefense CMD: error: ...`` on stderr and exit code 2, like the
+    errors the commands raise (sub-command parsers inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="maskdefense",
         description="Mask-based adversarial defenses for image classifiers, and honest evaluation of them.",
     )

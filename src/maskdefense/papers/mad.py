@@ -9,11 +9,18 @@ accuracies, as fractions, for side-by-side tables. The paper used Foolbox with d
 epsilon; so do these suites. Each table also has a "Benign" row (the defense's clean accuracy), stored as
 :attr:`Suite.paper_benign` -- with it a MAD table has 24 rows, 23 of them attacks.
 
+Beside the suites: the numbers of Tables 1-3 (VGG16/CIFAR-10: mask rate, masking at training and/or
+test time, cell sizes), of the benign accuracies, and the settings of Figures 2-5, which the experiments
+in :mod:`maskdefense.experiments.mad` put beside theirs. Numbers are typed as printed (percent) and
+stored as fractions rounded to 4 places.
+
 Notes on the paper's tables: Table 1 lists "PGD L1 eps=1" where Tables 3 and 4 list eps=15 for the same
-row; we follow Table 4 (15).
+row; we follow Table 4 (15): its 3/4 cell equals Table 3's and Table 4's eps=15 row (85.44%).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ..attacks.suites import Suite, SuiteRow, add_suite
 from ..training.presets import Preset, add_preset
@@ -22,13 +29,17 @@ _NAMES = {"fgsm": "FGSM", "bim": "BIM", "pgd": "PGD", "cw": "CW", "deepfool": "D
 _NORM_LABEL = {"l1": "L1", "l2": "L2", "linf": "Linf"}
 
 
+def _frac(percent: float) -> float:
+    """A percentage as printed in the paper, as a fraction (4 places: the paper prints 2 decimals)."""
+    return round(percent / 100, 4)
+
+
 def _mad_rows(rows: list[tuple[str, str, float, float, float, float]]) -> tuple[SuiteRow, ...]:
     out = []
     for attack, norm, eps, a, d, imp in rows:
         spec = f"{attack}-{norm}:eps={eps:g}"
         label = f"{_NAMES[attack]} {_NORM_LABEL[norm]} eps={eps:g}"
-        out.append(SuiteRow(label, spec, {"attack": round(a / 100, 4), "defense": round(d / 100, 4),
-                                          "improvement": round(imp / 100, 4)}))
+        out.append(SuiteRow(label, spec, {"attack": _frac(a), "defense": _frac(d), "improvement": _frac(imp)}))
     return tuple(out)
 
 
@@ -85,14 +96,78 @@ _MAD_NOTE = ("Foolbox attacks with default parameters except epsilon; adversaria
              "test images the attacked model classifies correctly (gray-box: made against the model "
              "without masking).",)
 
+#: dataset -> the suite of the paper's attack table for it, and that table's name in the paper.
+TABLE_SUITE = {"mnist": "mad-table5-mnist", "cifar10": "mad-table4-cifar10", "svhn": "mad-table5-svhn"}
+TABLE_NAME = {"mnist": "Table 5 (left)", "cifar10": "Table 4", "svhn": "Table 5 (right)"}
+#: The "Benign" row of each attack table: the clean accuracy of MAD (5 votes).
+BENIGN = {"cifar10": _frac(82.65), "mnist": _frac(96.13), "svhn": _frac(91.65)}
+
+for _ds, _title, _rows in (("cifar10", "MAD Table 4: VGG16 / CIFAR-10", _TABLE4_CIFAR10),
+                           ("mnist", "MAD Table 5: LeNet / MNIST", _TABLE5_MNIST),
+                           ("svhn", "MAD Table 5: ResNet18 / SVHN", _TABLE5_SVHN)):
+    add_suite(Suite(TABLE_SUITE[_ds], _title, _mad_rows(_rows), f"{_MAD_SRC}, {TABLE_NAME[_ds]}", _ds, BENIGN[_ds],
+                    _MAD_NOTE))
+
+# ---- Tables 1-3 (VGG16 / CIFAR-10, journal version, Section 4). Rows: "Benign", then the 23 attack rows of
+# Table 4 (suite mad-table4-cifar10) in order.
+SWEEP_ROWS = ("Benign",) + tuple(r.label for r in _mad_rows(_TABLE4_CIFAR10))
 
 
-add_suite(Suite("mad-table4-cifar10", "MAD Table 4: VGG16 / CIFAR-10", _mad_rows(_TABLE4_CIFAR10),
-           _MAD_SRC + ", Table 4", "cifar10", 0.8265, _MAD_NOTE))
-add_suite(Suite("mad-table5-mnist", "MAD Table 5: LeNet / MNIST", _mad_rows(_TABLE5_MNIST),
-           _MAD_SRC + ", Table 5 (left)", "mnist", 0.9613, _MAD_NOTE))
-add_suite(Suite("mad-table5-svhn", "MAD Table 5: ResNet18 / SVHN", _mad_rows(_TABLE5_SVHN),
-           _MAD_SRC + ", Table 5 (right)", "svhn", 0.9165, _MAD_NOTE))
+def _by_row(columns: tuple[Any, ...], values: list[tuple[float, ...]]) -> dict[str, dict[Any, float]]:
+    assert len(values) == len(SWEEP_ROWS) and all(len(v) == len(columns) for v in values)
+    return {label: {c: _frac(v) for c, v in zip(columns, row)} for label, row in zip(SWEEP_ROWS, values)}
+
+
+#: Table 1: mask rate (train and test; 8x8 cells at training, 4x4 at test). Rate 0: the plain VGG16, unmasked.
+TABLE1_RATES = ("0", "1/3", "1/2", "3/4", "4/5")
+TABLE1 = _by_row(TABLE1_RATES, [
+    (84.18, 85.31, 84.59, 82.65, 76.14),
+    (63.53, 70.17, 78.37, 82.63, 85.30), (63.01, 64.82, 73.70, 79.25, 82.14), (67.36, 75.95, 82.46, 84.62, 87.55),
+    (66.23, 70.18, 78.33, 81.89, 84.66), (48.88, 68.87, 76.07, 81.05, 83.74), (40.76, 53.77, 61.30, 68.77, 70.61),
+    (59.02, 67.66, 79.63, 84.71, 87.88), (58.23, 51.27, 68.89, 80.91, 84.91), (61.86, 61.60, 75.69, 83.21, 87.04),
+    (61.57, 49.33, 68.02, 80.88, 84.25), (38.29, 57.77, 72.21, 81.80, 86.14), (37.15, 39.75, 58.60, 77.06, 82.61),
+    (58.49, 64.60, 79.17, 85.44, 88.11), (57.69, 54.85, 73.67, 83.48, 86.89), (62.30, 71.87, 82.82, 86.42, 89.19),
+    (61.63, 62.71, 77.28, 84.45, 87.83), (40.29, 65.37, 77.61, 84.78, 88.26), (37.16, 49.63, 67.64, 81.45, 85.63),
+    (63.11, 95.46, 95.87, 91.28, 93.24), (53.97, 74.01, 80.90, 84.20, 87.22), (52.61, 68.15, 76.07, 81.19, 83.86),
+    (50.70, 75.72, 82.95, 85.23, 87.59), (44.32, 67.31, 75.12, 80.44, 83.81),
+])
+#: Table 3: (training cell, test cell) at rate 3/4.
+TABLE3_CELLS = ((4, 2), (4, 4), (8, 2), (8, 4), (8, 8))
+TABLE3 = _by_row(TABLE3_CELLS, [
+    (73.23, 76.92, 63.11, 82.65, 82.89),
+    (86.63, 83.84, 85.34, 82.63, 75.68), (83.20, 79.39, 82.74, 79.25, 71.72), (89.54, 87.13, 86.17, 84.62, 79.84),
+    (86.63, 83.41, 85.34, 81.89, 75.11), (86.10, 82.11, 84.42, 81.05, 73.63), (73.64, 67.07, 73.93, 68.77, 59.87),
+    (89.21, 85.66, 87.64, 84.71, 75.67), (84.62, 79.36, 85.61, 80.91, 65.50), (87.52, 83.55, 86.12, 83.21, 71.88),
+    (83.64, 78.06, 85.50, 80.88, 65.82), (86.60, 81.86, 86.47, 81.80, 68.67), (81.26, 72.97, 83.62, 77.06, 56.05),
+    (88.99, 84.76, 86.64, 85.44, 76.14), (85.78, 80.08, 86.23, 83.48, 71.13), (90.35, 87.03, 88.07, 86.42, 78.77),
+    (88.01, 83.48, 87.20, 84.45, 74.79), (88.64, 84.05, 86.61, 84.78, 73.89), (84.57, 77.20, 84.46, 81.45, 65.54),
+    (94.78, 95.25, 89.53, 91.28, 93.94), (88.54, 87.10, 85.03, 84.20, 80.31), (85.73, 82.75, 82.65, 81.19, 75.53),
+    (90.33, 88.21, 85.42, 85.23, 80.42), (86.03, 82.66, 82.16, 80.44, 74.92),
+])
+#: Table 2: (masked at training, masked at test) -> "Benign" and four attack rows (rate 3/4, 5 votes).
+TABLE2_ATTACKS = ("BIM Linf eps=0.01", "PGD Linf eps=0.01", "CW L2 eps=1", "DeepFool Linf eps=0.01")
+TABLE2 = {key: {c: _frac(v) for c, v in zip(("Benign",) + TABLE2_ATTACKS, row)} for key, row in {
+    (False, False): (84.18, 38.29, 40.29, 63.11, 50.70),
+    (True, False): (84.65, 3.16, 6.13, 15.89, 35.72),
+    (False, True): (49.39, 67.98, 69.37, 70.06, 67.98),
+    (True, True): (82.65, 81.80, 84.78, 91.28, 85.23),
+}.items()}
+#: Clean accuracy with masking at training and/or test time (5 votes when masked at test): Table 2's "Benign"
+#: column for CIFAR-10; for MNIST only MAD itself (Table 5's "Benign" row).
+CLEAN_ABLATION = {"cifar10": {key: row["Benign"] for key, row in TABLE2.items()},
+                  "mnist": {(True, True): BENIGN["mnist"]}}
+
+# ---- Figures (plots without tables; what they show)
+FIG2_NOTE = ("Figure 2 of the paper (VGG16, CIFAR-10, rate 3/4) is a plot without a table; its text gives "
+             "84.18% for the original VGG16 and 82.65% for the MAD model at 5 votes.")
+#: Figure 3: accuracy of a plain model when only part of each perturbation's pixels is kept; the attack families
+#: it shows (the first, smaller-epsilon row of each in the attack table) and the fractions kept.
+FIG3_ATTACKS = ("FGSM Linf", "BIM Linf", "PGD Linf", "PGD L2", "CW L2", "DeepFool L2")
+FIG3_KEPT = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: Figure 4: masks at several rates (largest cell); Figure 5: at several cell sizes (rate 3/4).
+FIG4_RATES = (("1/3", 1 / 3), ("1/2", 1 / 2), ("3/4", 3 / 4))
+FIG5_CELLS = (2, 4, 8)
+FIG5_RATE = 3 / 4
 
 # MAD (journal version, Algorithms 2022): Adam lr 1e-3, 5 votes; MNIST 7x7 cells train and test;
 # CIFAR-10/SVHN 8x8 cells at training, 4x4 at test, rate 3/4. The paper does not give epochs or batch size.

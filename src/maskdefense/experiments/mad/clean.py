@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ...data import load_dataset
 from ...defenses.mad import STOP_PREDICTIVE, STOP_TEST, MADClassifier
+from ...papers.mad import CLEAN_ABLATION, FIG2_NOTE, FIG4_RATES, FIG5_CELLS, FIG5_RATE, TABLE_SUITE
 from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
@@ -25,15 +26,6 @@ from ...training.loop import predict_labels
 from ..common import ensure_model, seeded
 
 VOTES = (1, 3, 5, 7, 9, 15, 20)
-
-# Paper numbers (journal version): Table 2 (VGG16/CIFAR-10, train cell 8, test cell 4, rate 3/4, 5 votes)
-# and Table 5 (LeNet/MNIST benign accuracy of MAD with 5 votes).
-PAPER_ABLATION = {
-    "cifar10": {(False, False): 0.8418, (True, False): 0.8465, (False, True): 0.4939, (True, True): 0.8265},
-    "mnist": {(True, True): 0.9613},
-}
-PAPER_FIG2_NOTE = ("Figure 2 of the paper (VGG16, CIFAR-10, rate 3/4) is a plot without a table; its text gives "
-                   "84.18% for the original VGG16 and 82.65% for the MAD model at 5 votes.")
 
 Log = Callable[[str], None]
 
@@ -108,7 +100,7 @@ def votes_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
         intro=(f"Clean test accuracy of the MAD-trained {p.model} ({p.name}: trained with {p.train_cell}x"
                f"{p.train_cell} cells at rate {p.train_rate}; tested with {p.test_cell}x{p.test_cell} cells at "
                f"rate {p.test_rate}) when the decision is the majority of n masked copies, and the wall time to "
-               f"classify all {len(y)} test images on this CPU. Journal paper, Figure 2. {PAPER_FIG2_NOTE}"),
+               f"classify all {len(y)} test images on this CPU. Journal paper, Figure 2. {FIG2_NOTE}"),
         sections=["## Accuracy and time against votes", table, "![votes](votes.png)",
                   "## Adaptive vote count",
                   (f"Votes drawn 4 at a time, up to {adaptive_max}. `exact` stops an input once the leader "
@@ -160,7 +152,7 @@ def ablation_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     plain_model, plain_ck = ensure_model(pp, runs_dir, data_root=data_root, log=log)
     x, y = _test_set(ds, data_root, limit)
     assert pm.test_cell is not None
-    paper = PAPER_ABLATION.get(ds, {})
+    paper = CLEAN_ABLATION.get(ds, {})
     rows: list[dict[str, Any]] = []
     for train_mask, model, ck in ((False, plain_model, plain_ck), (True, mad_model, mad_ck)):
         acc = float((predict_labels(model, x) == y).float().mean())
@@ -187,7 +179,7 @@ def ablation_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
              f"{pm.train_rate}), each classified unmasked (one pass) or by the majority vote over masked copies "
              f"({pm.test_cell}x{pm.test_cell} cells, rate {pm.test_rate}). Both models have the same training "
              f"budget ({pm.epochs} epochs, Adam 1e-3). The paper's numbers: Table 2 for CIFAR-10 (5 votes); "
-             "96.13% benign accuracy of MAD with 5 votes in Table 5 for MNIST.")
+             f"{pct(CLEAN_ABLATION['mnist'][(True, True)])} benign accuracy of MAD with 5 votes in Table 5 for MNIST.")
     write_results(out, title=f"MAD ablation, clean accuracy ({ds}, {pm.model})", intro=intro,
                   sections=["## Masking at training / test time", table], rows=rows, meta=meta)
     return meta
@@ -208,11 +200,12 @@ def masks_figure(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
     ds = "digits" if quick else dataset
     x, y = _test_set(ds, data_root, n_images)
     side = x.shape[-1]
-    cells = [c for c in (2, 4, 8) if side % c == 0] or [c for c in (1, 2, 7) if side % c == 0]
+    # the paper's cells where they divide the side, else (28x28 MNIST) 1, 2 and 7
+    cells = [c for c in FIG5_CELLS if side % c == 0] or [c for c in (1, 2, 7) if side % c == 0]
     big = max(c for c in (8, 7, 4, 2) if side % c == 0)
     rows_spec = [("original", None, None)]
-    rows_spec += [(f"rate {name}, cell {big}", big, r) for name, r in (("1/3", 1 / 3), ("1/2", 1 / 2), ("3/4", 3 / 4))]
-    rows_spec += [(f"rate 3/4, cell {c}", c, 0.75) for c in cells]
+    rows_spec += [(f"rate {name}, cell {big}", big, r) for name, r in FIG4_RATES]
+    rows_spec += [(f"rate 3/4, cell {c}", c, FIG5_RATE) for c in cells]
     fig, axes = plt.subplots(len(rows_spec), n_images, figsize=(1.4 * n_images, 1.45 * len(rows_spec)))
     records = []
     for i, (label, cell, rate) in enumerate(rows_spec):
@@ -246,3 +239,6 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "mad-ablation": ablation_study,
     "mad-masks": masks_figure,
 }
+#: The datasets each study runs on (None: any dataset); --quick runs on the embedded digits instead.
+DATASETS: dict[str, tuple[str, ...] | None] = {"mad-votes": tuple(TABLE_SUITE), "mad-ablation": tuple(TABLE_SUITE),
+                                               "mad-masks": None}

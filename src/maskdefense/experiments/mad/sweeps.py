@@ -13,8 +13,7 @@ base network without masking), one per trained model, on the same test images:
 Reading of the tables in terms of the harness's numbers (all on the correctly classified images):
 Table 1 column 0 and Table 2 rows "no test masking" are the *Attack* numbers (the model alone on the
 examples made against it); every masked-test cell is a *Defense* number (mean of 3 votes with fresh masks).
-The paper's Table 1 row "PGD L1 eps=1" is read as eps=15: its 3/4 cell equals Table 3's and Table 4's
-PGD L1 eps=15 (85.44%), so the "1" is taken as a typo.
+The paper's numbers are in :mod:`maskdefense.papers.mad` (``TABLE1``, ``TABLE2``, ``TABLE3``).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from ...defenses.mad import MADClassifier
 from ...eval import evaluate
 from ...eval.reuse import reevaluate
 from ...training.presets import Preset, create_preset
+from ...papers.mad import TABLE1, TABLE2, TABLE2_ATTACKS, TABLE3, TABLE3_CELLS, TABLE_SUITE
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ..common import ensure_model, harness_wall_time, mean_defined
@@ -37,38 +37,6 @@ from .tables import CPU_OVERRIDES, QUICK_OVERRIDES
 
 Log = Callable[[str], None]
 
-# ---- the paper's numbers (journal version), rows in the order of suite mad-table4-cifar10, Benign first
-RATE_LABELS = ("0", "1/3", "1/2", "3/4", "4/5")
-PAPER_TABLE1 = [  # columns: mask rate 0, 1/3, 1/2, 3/4, 4/5
-    (84.18, 85.31, 84.59, 82.65, 76.14),
-    (63.53, 70.17, 78.37, 82.63, 85.30), (63.01, 64.82, 73.70, 79.25, 82.14), (67.36, 75.95, 82.46, 84.62, 87.55),
-    (66.23, 70.18, 78.33, 81.89, 84.66), (48.88, 68.87, 76.07, 81.05, 83.74), (40.76, 53.77, 61.30, 68.77, 70.61),
-    (59.02, 67.66, 79.63, 84.71, 87.88), (58.23, 51.27, 68.89, 80.91, 84.91), (61.86, 61.60, 75.69, 83.21, 87.04),
-    (61.57, 49.33, 68.02, 80.88, 84.25), (38.29, 57.77, 72.21, 81.80, 86.14), (37.15, 39.75, 58.60, 77.06, 82.61),
-    (58.49, 64.60, 79.17, 85.44, 88.11), (57.69, 54.85, 73.67, 83.48, 86.89), (62.30, 71.87, 82.82, 86.42, 89.19),
-    (61.63, 62.71, 77.28, 84.45, 87.83), (40.29, 65.37, 77.61, 84.78, 88.26), (37.16, 49.63, 67.64, 81.45, 85.63),
-    (63.11, 95.46, 95.87, 91.28, 93.24), (53.97, 74.01, 80.90, 84.20, 87.22), (52.61, 68.15, 76.07, 81.19, 83.86),
-    (50.70, 75.72, 82.95, 85.23, 87.59), (44.32, 67.31, 75.12, 80.44, 83.81),
-]
-CELL_COLUMNS = ((4, 2), (4, 4), (8, 2), (8, 4), (8, 8))  # (training cell, test cell)
-PAPER_TABLE3 = [
-    (73.23, 76.92, 63.11, 82.65, 82.89),
-    (86.63, 83.84, 85.34, 82.63, 75.68), (83.20, 79.39, 82.74, 79.25, 71.72), (89.54, 87.13, 86.17, 84.62, 79.84),
-    (86.63, 83.41, 85.34, 81.89, 75.11), (86.10, 82.11, 84.42, 81.05, 73.63), (73.64, 67.07, 73.93, 68.77, 59.87),
-    (89.21, 85.66, 87.64, 84.71, 75.67), (84.62, 79.36, 85.61, 80.91, 65.50), (87.52, 83.55, 86.12, 83.21, 71.88),
-    (83.64, 78.06, 85.50, 80.88, 65.82), (86.60, 81.86, 86.47, 81.80, 68.67), (81.26, 72.97, 83.62, 77.06, 56.05),
-    (88.99, 84.76, 86.64, 85.44, 76.14), (85.78, 80.08, 86.23, 83.48, 71.13), (90.35, 87.03, 88.07, 86.42, 78.77),
-    (88.01, 83.48, 87.20, 84.45, 74.79), (88.64, 84.05, 86.61, 84.78, 73.89), (84.57, 77.20, 84.46, 81.45, 65.54),
-    (94.78, 95.25, 89.53, 91.28, 93.94), (88.54, 87.10, 85.03, 84.20, 80.31), (85.73, 82.75, 82.65, 81.19, 75.53),
-    (90.33, 88.21, 85.42, 85.23, 80.42), (86.03, 82.66, 82.16, 80.44, 74.92),
-]
-TABLE2_ATTACKS = ("BIM Linf eps=0.01", "PGD Linf eps=0.01", "CW L2 eps=1", "DeepFool Linf eps=0.01")
-PAPER_TABLE2 = {  # (masked at training, masked at test): Benign, then TABLE2_ATTACKS
-    (False, False): (84.18, 38.29, 40.29, 63.11, 50.70),
-    (True, False): (84.65, 3.16, 6.13, 15.89, 35.72),
-    (False, True): (49.39, 67.98, 69.37, 70.06, 67.98),
-    (True, True): (82.65, 81.80, 84.78, 91.28, 85.23),
-}
 N_IMAGES = 100  # first N CIFAR-10 test images (CPU budget: 6 models x 23 attacks, about 3 minutes each)
 
 
@@ -91,8 +59,8 @@ def _plan(quick: bool, limit: int | None) -> SweepPlan:
         rates = (("1/3", create_preset("mad-cifar10-rate1_3-cpu")), ("1/2", create_preset("mad-cifar10-rate1_2-cpu")),
                  ("3/4", main), ("4/5", create_preset("mad-cifar10-rate4_5-cpu")))
         t4 = create_preset("mad-cifar10-train4-cpu")
-        cells = tuple((tc, sc, t4 if tc == 4 else main) for tc, sc in CELL_COLUMNS)
-        return SweepPlan("cifar10", "mad-table4-cifar10", limit or N_IMAGES, create_preset("plain-cifar10-cpu"), main,
+        cells = tuple((tc, sc, t4 if tc == 4 else main) for tc, sc in TABLE3_CELLS)
+        return SweepPlan("cifar10", TABLE_SUITE["cifar10"], limit or N_IMAGES, create_preset("plain-cifar10-cpu"), main,
                          rates, cells, CPU_OVERRIDES)
     # seconds-long check on the embedded 8x8 digits: 2x2 / 4x4 cells instead of 8x8 / 4x4 / 2x2
     def digits(name: str, **kw: Any) -> Preset:  # under its own name, so its checkpoint is its own
@@ -101,7 +69,7 @@ def _plan(quick: bool, limit: int | None) -> SweepPlan:
     main = digits("mad-digits-sweep-main", train_cell=4, test_cell=2, train_rate=0.75, test_rate=0.75)
     half = digits("mad-digits-sweep-rate1_2", train_cell=4, test_cell=2)
     t2 = digits("mad-digits-sweep-train2", train_cell=2, test_cell=2, train_rate=0.75, test_rate=0.75)
-    return SweepPlan("digits", "mad-table4-cifar10", limit or 24, create_preset("plain-digits", epochs=3), main,
+    return SweepPlan("digits", TABLE_SUITE["cifar10"], limit or 24, create_preset("plain-digits", epochs=3), main,
                      (("1/2", half), ("3/4", main)), ((2, 2, t2), (4, 2, main), (4, 4, main)), QUICK_OVERRIDES, every=6)
 
 
@@ -158,7 +126,7 @@ def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir
     t3: list[dict[str, Any]] = [{"attack": "Benign"}] + [{"attack": lab} for lab in labels]
     for tc, sc, p in plan.cells:
         s = run(p, sc, p.test_rate)
-        col = f"{tc}x{tc}/{sc}x{sc}"
+        col = _cell_column(tc, sc)
         t3[0][col] = s["clean"]["defense_clean_acc"]
         for row in t3[1:]:
             row[col] = s["rows"][row["attack"]]["defense_acc"]
@@ -172,11 +140,11 @@ def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir
                                    "Benign": s["clean"]["defense_clean_acc" if test_mask else "base_clean_acc"]}
             row.update({a: s["rows"][a]["defense_acc" if test_mask else "attack_acc"] for a in t2_attacks})
             if not quick:
-                paper = PAPER_TABLE2[(train_mask, test_mask)]
-                row.update({f"paper {k}": v / 100 for k, v in zip(("Benign",) + TABLE2_ATTACKS, paper)})
+                row.update({f"paper {k}": v for k, v in TABLE2[(train_mask, test_mask)].items()})
             t2.append(row)
-    _add_paper(t1, RATE_LABELS, PAPER_TABLE1, labels, quick)
-    _add_paper(t3, [f"{a}x{a}/{b}x{b}" for a, b in CELL_COLUMNS], PAPER_TABLE3, labels, quick)
+    if not quick:  # the paper's numbers sit beside the full CIFAR-10 rows only
+        _add_paper(t1, TABLE1)
+        _add_paper(t3, {lab: {_cell_column(*c): v for c, v in cols.items()} for lab, cols in TABLE3.items()})
     counts = {f"{k[0]}@test{k[1]}": v["clean"]["n_correct"] for k, v in summaries.items()}
     meta.update(study="mad-sweeps", dataset=plan.dataset, suite=plan.suite, n_images=plan.n, threat="gray-box",
                 attack_overrides=plan.overrides, n_correct=counts,
@@ -190,14 +158,14 @@ def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir
     return meta
 
 
-def _add_paper(table: list[dict[str, Any]], cols: Any, paper: list[tuple[float, ...]], labels: list[str],
-               quick: bool) -> None:
-    """The paper's value of each (row, column) as ``paper <col>`` (only for the full CIFAR-10 rows)."""
-    if quick:
-        return
-    for row, vals in zip(table, paper):
-        for c, v in zip(cols, vals):
-            row[f"paper {c}"] = v / 100
+def _cell_column(train_cell: int, test_cell: int) -> str:
+    return f"{train_cell}x{train_cell}/{test_cell}x{test_cell}"
+
+
+def _add_paper(table: list[dict[str, Any]], paper: dict[str, dict[str, float]]) -> None:
+    """The paper's value of each (row, column) as ``paper <col>``, matched by the row's attack label."""
+    for row in table:
+        row.update({f"paper {c}": v for c, v in paper.get(row["attack"], {}).items()})
 
 
 def _side_by_side(table: list[dict[str, Any]], cols: list[str]) -> str:
@@ -212,7 +180,7 @@ def _side_by_side(table: list[dict[str, Any]], cols: list[str]) -> str:
 def _write(out: Any, plan: SweepPlan, t1: list[dict[str, Any]], t2: list[dict[str, Any]], t3: list[dict[str, Any]],
            t2_attacks: list[str], meta: dict[str, Any]) -> None:
     rate_cols = ["0"] + [lab for lab, _ in plan.rates]
-    cell_cols = [f"{a}x{a}/{b}x{b}" for a, b, _ in plan.cells]
+    cell_cols = [_cell_column(a, b) for a, b, _ in plan.cells]
     yes = lambda v: "yes" if v else "no"  # noqa: E731
     t2_keys = ["train", "test"] + [k for a in ("Benign", *t2_attacks) for k in (a, f"paper {a}")]
     t2_heads = ["masked at training", "masked at test"] + [h for a in ("Benign", *t2_attacks)
@@ -291,3 +259,5 @@ def _plot(path: Path, t1: list[dict[str, Any]], t3: list[dict[str, Any]], rate_c
 
 
 STUDIES: dict[str, Callable[..., dict[str, Any]]] = {"mad-sweeps": sweep_study}
+#: The datasets each study runs on; --quick runs on the embedded digits instead.
+DATASETS: dict[str, tuple[str, ...] | None] = {"mad-sweeps": ("cifar10",)}

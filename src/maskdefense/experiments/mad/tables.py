@@ -22,6 +22,7 @@ from ...data import DataError, load_dataset
 from ...defenses.mad import MADClassifier
 from ...eval import evaluate
 from ...eval.harness import attack_and_verify
+from ...papers.mad import FIG3_ATTACKS, FIG3_KEPT, TABLE_NAME, TABLE_SUITE
 from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
@@ -30,8 +31,6 @@ from ..common import ensure_model, harness_wall_time, mean_defined, seeded
 
 Log = Callable[[str], None]
 
-SUITE = {"mnist": "mad-table5-mnist", "cifar10": "mad-table4-cifar10", "svhn": "mad-table5-svhn"}
-PAPER_TABLE = {"mnist": "Table 5 (left)", "cifar10": "Table 4", "svhn": "Table 5 (right)"}
 # Images evaluated: enough that >= 1000 (MNIST) are correctly classified; CIFAR-10/SVHN: what a 2-core CPU
 # affords for VGG16/ResNet18 at width 1/4 (about 15 CPU-minutes for the 23 attacks x 2 threats).
 N_IMAGES = {"mnist": 1100, "cifar10": 300, "svhn": 300}
@@ -71,7 +70,7 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     t_start = time.perf_counter()
     meta = run_metadata(seed)
     ds = "digits" if quick else dataset
-    suite = get_suite(SUITE["mnist" if quick else dataset])
+    suite = get_suite(TABLE_SUITE["mnist" if quick else dataset])
     po = {"epochs": 3, **(preset_overrides or {})} if quick else dict(preset_overrides or {})
     mad_p = create_preset("mad-digits" if quick else f"mad-{dataset}-cpu", **po)
     sur_p = create_preset("plain-digits" if quick else f"plain-{dataset}-cpu", **po)
@@ -80,7 +79,7 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     except DataError as e:
         meta.update(study=f"mad-table-{ds}", dataset=ds, status="data missing", error=str(e),
                     wall_time_s=round(time.perf_counter() - t_start, 2))
-        write_results(out, title=f"MAD {PAPER_TABLE.get(ds, '')} reproduction: {mad_p.model} + {ds}: data missing",
+        write_results(out, title=f"MAD {TABLE_NAME.get(ds, '')} reproduction: {mad_p.model} + {ds}: data missing",
                       intro=(f"The {ds} data was not found, so nothing was trained or evaluated. The command and its "
                              "code path are tested on a small stand-in in the test suite. Error:\n\n```\n"
                              f"{e}\n```"), sections=[], rows=[], meta=meta)
@@ -219,7 +218,7 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
             verdict += (f" Without any attack, the vote is right on {pct(ceiling_sub)} of the correctly classified "
                         "ones among these images (the ceiling of these Defense numbers).")
     intro = (
-        f"MAD journal paper, {PAPER_TABLE.get(ds, 'quick check')}: {p.model} on {ds}, trained with {p.train_cell}x"
+        f"MAD journal paper, {TABLE_NAME.get(ds, 'quick check')}: {p.model} on {ds}, trained with {p.train_cell}x"
         f"{p.train_cell} cells at rate {p.train_rate} ({p.name}, {p.epochs} epochs), defended by the majority vote of "
         f"{p.votes} copies masked with {p.test_cell}x{p.test_cell} cells at rate {p.test_rate}. "
         f"{n} test images, of which {clean.get('n_correct')} are classified correctly by the base model; "
@@ -255,7 +254,7 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         f"Wall time of the harness runs, over all resumptions: {meta['eval_wall_time_s_total']} s "
         f"(this summary: {meta['wall_time_s']} s).",
     ]
-    write_results(out, title=f"MAD {PAPER_TABLE.get(ds, 'quick check')} reproduction: {p.model} + {ds}", intro=intro,
+    write_results(out, title=f"MAD {TABLE_NAME.get(ds, 'quick check')} reproduction: {p.model} + {ds}", intro=intro,
                   sections=sections, rows=rows, meta=meta)
 
 
@@ -278,15 +277,14 @@ def fig3_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
     x, y = load_dataset(ds, "test", root=data_root, limit=n).tensors()
     ok = predict_labels(model, x) == y
     x, y = x[ok], y[ok]
-    suite = get_suite(SUITE["mnist" if quick else dataset])
-    wanted = ("FGSM Linf", "BIM Linf", "PGD Linf", "PGD L2", "CW L2", "DeepFool L2")
+    suite = get_suite(TABLE_SUITE["mnist" if quick else dataset])
     specs = []
-    for s in suite.specs():  # the first row of each wanted family (the paper's smaller epsilon)
-        fam = next((w for w in wanted if s.label.startswith(w)), None)
+    for s in suite.specs():  # the first row of each family of the figure (the paper's smaller epsilon)
+        fam = next((w for w in FIG3_ATTACKS if s.label.startswith(w)), None)
         if fam and all(not t.label.startswith(fam) for t in specs):
             specs.append(s.with_params(steps=20, binary_search_steps=2) if fam == "CW L2" and quick else
                          s.with_params(steps=100, binary_search_steps=5) if fam == "CW L2" else s)
-    fractions = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    fractions = (0.0, *FIG3_KEPT)  # 0: the clean images
     rows = []
     for spec in specs:
         res = attack_and_verify(spec, model, x, y, seed=seed)
@@ -333,3 +331,5 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "mad-table": table_study,
     "mad-fig3": fig3_study,
 }
+#: The datasets each study runs on (its default first); --quick runs on the embedded digits instead.
+DATASETS: dict[str, tuple[str, ...] | None] = {"mad-table": tuple(TABLE_SUITE), "mad-fig3": tuple(TABLE_SUITE)}
