@@ -163,6 +163,16 @@ def test_reproduce_refuses_an_unusable_out_path(fake_studies, capsys, tmp_path, 
     assert fake_studies == []
 
 
+def test_reproduce_refuses_a_busy_out_folder(fake_studies, capsys, tmp_path):
+    from maskdefense.rundir import exclusive
+
+    out = tmp_path / "busy"
+    with exclusive(out, "another reproduce"):
+        _refused(capsys, ["reproduce", "mad-masks", "--quick", "--out", str(out)], "in use by another process")
+    assert fake_studies == []
+    assert main(["reproduce", "mad-masks", "--quick", "--out", str(out)]) == 0  # free again
+
+
 @pytest.mark.parametrize("extra, words", [
     (["--votes", "0"], ("--votes", "must be >= 1")),
     (["--votes", "5", "-2"], ("--votes", "must be >= 1")),

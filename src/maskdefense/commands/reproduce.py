@@ -79,13 +79,14 @@ def study_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..rundir import check_output_dir
+    from ..rundir import exclusive
 
     fn, _ = catalog()[args.name]
     kwargs = study_kwargs(args)
     suffix = f"-{args.dataset}" if args.dataset else ""
     out = args.out or os.path.join("results", args.name + suffix + ("-quick" if args.quick else ""))
-    check_output_dir(out)  # a file or a read-only folder: one error line before any work
-    meta = fn(out, **kwargs)
+    # a file, a read-only folder or a folder in use by another run: one error line before any work
+    with exclusive(out, f"reproduce {args.name}"):
+        meta = fn(out, **kwargs)
     echo(f"wrote {out}/README.md (wall time {meta.get('wall_time_s')} s)")
     return 0
