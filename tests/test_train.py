@@ -99,3 +99,120 @@ def test_training_from_scratch_is_reproducible_across_global_rng_states(tmp_path
         weights.append(model.state_dict())
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+# ---- the training state and the checkpoint stay consistent; runs are deterministic; one writer per folder
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kill_while_writing_the_training_state_does_not_train_an_epoch_twice(digits, tmp_path, monkeypatch):
+    """The old trainer renamed the model file before the state file: a kill between the two resumed
+    "after epoch 2" on epoch-3 weights and trained epoch 3 twice, silently."""
+    from maskdefense.training import loop
+
+    ref = _trainer(digits, tmp_path / "ref", epochs=3)
+    ref.fit()
+    real_save_state = loop.save_state
+    calls = {"n": 0}
+
+    def dying_save_state(path, state):  # killed while writing the epoch-3 training state
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_save_state(path, state)
+
+    monkeypatch.setattr(loop, "save_state", dying_save_state)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(digits, tmp_path / "run", epochs=3).fit()
+    monkeypatch.undo()
+    again = _trainer(digits, tmp_path / "run", epochs=3)
+    again.fit()
+    assert _same(_weights(again.model), _weights(ref.model))
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()
+
+
+def test_kill_between_state_and_checkpoint_writes_repairs_the_checkpoint(digits, tmp_path, monkeypatch):
+    from maskdefense.training import loop
+
+    ref = _trainer(digits, tmp_path / "ref", epochs=2)
+    ref.fit()
+    real = loop.Trainer._export
+    calls = {"n": 0}
+
+    def dying_export(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the epoch-2 state is written, its checkpoint is not
+            raise KeyboardInterrupt
+        real(self)
+
+    monkeypatch.setattr(loop.Trainer, "_export", dying_export)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(digits, tmp_path / "run", epochs=2).fit()
+    monkeypatch.undo()
+    from maskdefense.checkpoint import read_metadata
+
+    assert read_metadata(tmp_path / "run" / "model.safetensors")["epochs"] == 1
+    logs = []
+    again = _trainer(digits, tmp_path / "run", epochs=2)
+    again.log = logs.append
+    again.fit()
+    assert any("writing it again" in m for m in logs), logs
+    assert read_metadata(tmp_path / "run" / "model.safetensors")["epochs"] == 2
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == (tmp_path / "ref" / "model.safetensors").read_bytes()
+
+
+def test_identical_trainings_write_byte_identical_checkpoints(digits, tmp_path):
+    import json
+
+    for name in ("a", "b"):
+        _trainer(digits, tmp_path / name, epochs=2, transform=GridMaskT()).fit()
+    a, b = (tmp_path / n / "model.safetensors" for n in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()
+    side = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert {"command", "started", "wall_time_s"} <= set(side) and "seconds" in side["history"][0]
+    from maskdefense.checkpoint import read_metadata
+
+    record = read_metadata(a)
+    assert not {"command", "started", "wall_time_s", "machine"} & set(record)
+    assert "seconds" not in record["history"][0] and record["weights_sha256"]
+
+
+def GridMaskT():
+    from maskdefense.ops.masking import GridMask
+
+    return GridMask(2, 0.5)
+
+
+def test_asking_for_fewer_epochs_than_the_folder_holds_is_refused(digits, tmp_path):
+    _trainer(digits, tmp_path, epochs=2).fit()
+    before = (tmp_path / "model.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="trained for 2 epochs, more than the 1 asked for"):
+        _trainer(digits, tmp_path, epochs=1).fit()
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    logs = []
+    t = _trainer(digits, tmp_path, epochs=2)
+    t.log = logs.append
+    t.fit()
+    assert any("nothing to train" in m for m in logs)
+
+
+def test_a_busy_output_folder_is_refused_before_any_write(digits, tmp_path):
+    from maskdefense.rundir import BusyError, exclusive
+    from maskdefense.training.loop import train_on_dataset
+
+    with exclusive(tmp_path, "train"):
+        with pytest.raises(BusyError, match="in use"):
+            _trainer(digits, tmp_path, epochs=1).fit()
+        with pytest.raises(BusyError):
+            train_on_dataset("digits", "digits_cnn", TrainConfig(epochs=1), out_dir=tmp_path, progress=False,
+                             log=lambda s: None)
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "train_state.pt").exists()
+    _trainer(digits, tmp_path, epochs=1).fit()  # free again
+    assert (tmp_path / "model.safetensors").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_progress_arg, add_seed_arg, echo, generator, progress_enabled
+from ._common import add_progress_arg, add_seed_arg, echo, generator, positive_int, progress_enabled
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "under the gray-box and the adaptive (EOT) threat models and prints both.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo; rerunning resumes)")
-    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs")
     p.add_argument("--no-attack", action="store_true", help="skip the attack evaluation at the end")
     add_seed_arg(p)
     add_progress_arg(p)
@@ -27,9 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import load_dataset
     from ..defenses.mad import MADClassifier
+    from ..rundir import check_output_dir
     from ..training.presets import create_preset
     from ..training.loop import accuracy, train_on_dataset
 
+    check_output_dir(args.out)
     preset = create_preset("mad-digits", **({"epochs": args.epochs} if args.epochs else {}))
     assert preset.train_cell is not None and preset.test_cell is not None
     echo(f"maskdefense demo: {preset.description}")

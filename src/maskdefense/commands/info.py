@@ -13,7 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Without arguments: everything registered. With --checkpoint: its metadata record.")
     p.add_argument("what", nargs="?", default="all",
                    choices=["all", "datasets", "models", "presets", "attacks", "defenses"])
-    p.add_argument("--checkpoint", default=None, help="print the metadata record of this checkpoint")
+    p.add_argument("--checkpoint", default=None,
+                   help="check every weight of this checkpoint against its recorded hash and print its metadata record")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -51,9 +52,11 @@ def _sections() -> dict[str, list[dict[str, object]]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
-        from ..checkpoint import read_metadata
+        from ..checkpoint import file_sha256, read_sidecar, verify_checkpoint
 
-        meta = read_metadata(args.checkpoint)
+        meta = verify_checkpoint(args.checkpoint)  # a truncated or modified file is an error
+        run = {k: v for k, v in read_sidecar(args.checkpoint).items() if k not in meta and k != "sha256"}
+        meta = {**meta, "sha256": file_sha256(args.checkpoint), **({"run": run} if run else {})}
         echo(json.dumps(meta, indent=2, default=str))
         return 0
     sections = _sections()

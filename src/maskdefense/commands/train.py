@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_data_args, add_progress_arg, add_seed_arg, default_out, echo, progress_enabled
+from ._common import (
+    add_data_args, add_progress_arg, add_seed_arg, default_out, echo, nonnegative_float, nonnegative_int,
+    positive_float, positive_int, progress_enabled, unit_interval,
+)
+
+
+def mask_fill(text: str) -> str | float:
+    """argparse type: a named fill (black, mean, noise) or a grey level in [0, 1]."""
+    from ..ops.masking import FILLS
+
+    if text in FILLS:
+        return text
+    try:
+        return unit_interval(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(FILLS)} or a number in [0, 1], got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,18 +32,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, help="named settings (see `maskdefense info`), e.g. mad-mnist-cpu")
     add_data_args(p, default_dataset=None)
     p.add_argument("--model", default=None, help="registered model name (default: the dataset's usual model)")
-    p.add_argument("--width", type=float, default=None, help="width multiplier for VGG/ResNet")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--width", type=positive_float, default=None,
+                   help="width multiplier for VGG/ResNet (channels of digits_cnn: an integer)")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="adam (MAD's default) or sgd")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 1e-3)")
     p.add_argument("--schedule", choices=["none", "cosine"], default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--mask-cell", type=int, default=None, help="MAD grid cell side in pixels (e.g. 7 for MNIST, 8 for CIFAR)")
-    p.add_argument("--mask-rate", type=float, default=None, help="probability that a cell is masked (paper: 0.75)")
-    p.add_argument("--mask-fill", default="black", help="fill for masked pixels: black (paper), mean or noise")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=None)
+    p.add_argument("--mask-cell", type=positive_int, default=None,
+                   help="MAD grid cell side in pixels, dividing the image side (e.g. 7 for MNIST, 8 for CIFAR)")
+    p.add_argument("--mask-rate", type=unit_interval, default=None, help="probability that a cell is masked (paper: 0.75)")
+    p.add_argument("--mask-fill", type=mask_fill, default="black",
+                   help="fill for masked pixels: black (paper), mean, noise, or a grey level in [0, 1]")
     p.add_argument("--no-mask", action="store_true", help="train without masking even if the preset masks")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (quick runs)")
+    p.add_argument("--crop-padding", type=nonnegative_int, default=0,
+                   help="data augmentation: random crop after zero padding by this many pixels (default 0: off)")
+    p.add_argument("--hflip", action="store_true", help="data augmentation: random horizontal flips (not for digits)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images (quick runs)")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>[-mad])")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     p.add_argument("--results", default=None,
@@ -38,20 +59,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_model(model: str, kwargs: dict) -> None:
+    """Build the model once, so that a bad name or option fails before any work."""
+    from ..models import create_model
+    from ..registry import UnknownNameError
+    from ._common import UserError
+
+    try:
+        create_model(model, **kwargs)
+    except UnknownNameError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        options = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k not in ("in_channels", "input_size", "num_classes"))
+        raise UserError(f"cannot build model {model}" + (f" with {options}" if options else "") + f": {first}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..data import dataset_info
+    from ..ops.masking import grid_shape
+    from ..rundir import check_output_dir
+    from ..training.config import TrainConfig
+    from ..training.loop import train_on_dataset
     from ..training.presets import DEFAULT_MODEL, Preset, create_preset
-    from ..training.loop import TrainConfig, train_on_dataset
     from ._common import UserError
 
     preset = create_preset(args.preset) if args.preset else None
     dataset = args.dataset or (preset.dataset if preset else "digits")
     if preset and args.dataset and args.dataset != preset.dataset:
         raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
+    info = dataset_info(dataset)
     base = preset or Preset("cli", dataset, DEFAULT_MODEL.get(dataset, "digits_cnn"))
     model = args.model or base.model
     model_kwargs = dict(base.model_kwargs)
     if args.width is not None:
-        model_kwargs["width"] = args.width
+        model_kwargs["width"] = int(args.width) if float(args.width).is_integer() else args.width
+    _check_model(model, {"in_channels": info.channels, "input_size": info.size, "num_classes": info.num_classes,
+                         **model_kwargs})
 
     def pick(name: str) -> object:
         v = getattr(args, name)
@@ -60,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=pick("epochs"), batch_size=pick("batch_size"), optimizer=pick("optimizer"), lr=pick("lr"),
         schedule=pick("schedule"), weight_decay=pick("weight_decay"), seed=args.seed,
+        crop_padding=args.crop_padding, hflip=args.hflip,
     )
     cell = None if args.no_mask else (args.mask_cell if args.mask_cell is not None else base.train_cell)
     rate = args.mask_rate if args.mask_rate is not None else base.train_rate
@@ -67,10 +112,17 @@ def run(args: argparse.Namespace) -> int:
     if cell is not None:
         from ..ops.masking import GridMask
 
+        try:
+            grid_shape(info.size, cell)
+        except ValueError as e:
+            raise UserError(f"--mask-cell {cell}: {e} ({dataset} images are {info.size}x{info.size})") from None
         transform = GridMask(cell, rate, fill=args.mask_fill)
     elif args.mask_rate is not None:
         raise UserError("--mask-rate needs --mask-cell (or a preset that masks)")
     out = args.out or default_out(f"{dataset}-{model}" + (f"-mad{cell}" if cell else ""))
+    check_output_dir(out)
+    if args.results:
+        check_output_dir(args.results)
     echo(f"training {model} on {dataset} -> {out}" + (f" with grid masking cell={cell} rate={rate}" if cell else ""))
     _, meta = train_on_dataset(
         dataset, model, config, out_dir=out, model_kwargs=model_kwargs, transform=transform,
@@ -114,6 +166,7 @@ def write_training_results(out: str, meta: dict, checkpoint: str) -> None:
              f"**Test accuracy: {pct(meta.get('test_accuracy'))}** on the {meta.get('n_test')} official test images.")
     table = markdown_table(hist, ["epoch", "train_loss", "train_accuracy", "val_accuracy", "seconds"],
                            formatters={"train_accuracy": pct, "val_accuracy": pct,
-                                       "seconds": lambda v: f"{v:.1f}", "train_loss": lambda v: f"{v:.4f}"})
+                                       "seconds": lambda v: f"{v:.1f}",
+                                       "train_loss": lambda v: "" if v is None else f"{v:.4f}"})
     write_results(out, title=f"Training {meta.get('arch')} on {meta.get('dataset')}", intro=intro,
                   sections=["## Per epoch", table, "![curves](curves.png)"], rows=hist, meta=meta)

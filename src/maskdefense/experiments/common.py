@@ -2,43 +2,55 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from ..checkpoint import load_model, read_metadata
+from ..checkpoint import CheckpointError, load_model, read_metadata
 from ..training.presets import Preset, create_preset
-from ..training.loop import train_on_dataset
+from ..training.loop import train_on_dataset, training_key
 
 
 def ensure_model(
     preset: str | Preset,
     runs_dir: str | Path = "runs",
     *,
+    seed: int = 0,
     data_root: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool | None = None,
     **overrides: Any,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model trained with ``preset`` at ``runs_dir/<preset>/model.safetensors``; trained (or the
-    interrupted training resumed) first when that checkpoint is missing or not finished."""
+    """The model trained with ``preset`` (and ``overrides``) and ``seed``: reused when its checkpoint
+    exists and was trained with exactly this configuration, else trained (or its interrupted training
+    resumed) first. Each configuration has its own folder, ``runs_dir/<preset>-<hash of the training
+    configuration>``, so changing a preset's rate, cell, model, epochs or seed trains a new model and
+    never reuses or overwrites another one."""
     p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
-    path = Path(runs_dir) / p.name / "model.safetensors"
+    config, transform = p.train_config(seed=seed), p.transform()
+    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    path = Path(runs_dir) / f"{p.name}-{digest}" / "model.safetensors"
     if path.exists():
         meta = read_metadata(path)
-        if meta.get("epochs") == p.epochs and "test_accuracy" in meta:
+        if meta.get("training_key") != key:
+            raise CheckpointError(
+                f"{path} holds a model trained with another configuration than preset {p.name} with seed {seed} "
+                f"asks for; delete {path.parent} or use another runs folder.\n  saved:    "
+                f"{json.dumps(meta.get('training_key'), sort_keys=True)}\n  expected: {json.dumps(key, sort_keys=True)}")
+        if "test_accuracy" in meta:
             return load_model(path)
-    train_on_dataset(p.dataset, p.model, p.train_config(seed=0), out_dir=path.parent, model_kwargs=p.model_kwargs,
-                     transform=p.transform(), data_root=data_root, log=log, progress=progress)
+    train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
+                     transform=transform, data_root=data_root, log=log, progress=progress)
     return load_model(path)  # with the checkpoint's sha256 in its metadata
 
 
 def harness_wall_time(run_dirs: Iterable[Path]) -> float:
     """Total wall time of the harness runs in ``run_dirs`` (over all resumptions), from their run.json."""
-    import json
-
     return round(sum(float(json.loads((d / "run.json").read_text()).get("wall_time_s_total") or 0.0)
                      for d in run_dirs if (d / "run.json").exists()), 1)
 

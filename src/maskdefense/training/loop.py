@@ -1,12 +1,21 @@
-"""One trainer for every model and defense.
+"""One trainer for every model and defense: it runs a training *task* (:mod:`maskdefense.training.tasks`)
+that owns the networks, optimizers and the training step, and keeps for every task:
 
-Defaults are MAD's (Adam, learning rate 1e-3); SGD with momentum and a cosine schedule is an option.
-An input transform ``transform(images, generator) -> images`` is applied to every training batch:
-this is where MAD's grid masking plugs in (``maskdefense.masking.GridMask``).
+* seeded randomness: one ``torch.Generator`` (seeded from ``TrainConfig.seed``) draws the shuffling, the
+  data augmentation and every random choice of the task's step;
+* per-epoch validation, progress bars (tqdm) and a log line per epoch;
+* after every epoch, atomically, ``<out>/train_state.pt`` (networks, optimizers, generator, history:
+  everything a resume needs, one file) and then the checkpoint ``<out>/model.safetensors`` + ``model.json``
+  (one network: :func:`~maskdefense.checkpoint.save_checkpoint`; several: one artefact of named
+  components, :func:`~maskdefense.checkpoint.save_components`). ``fit(resume=True)`` continues from the
+  training state, so a run killed at any moment loses at most the epoch in progress; a checkpoint left
+  behind the state by a kill between the two writes is rewritten from the state.
+* run metadata: the checkpoint's embedded record is fixed and ordered (identical training gives
+  identical bytes); the command, start time and wall times go to ``model.json`` and the training state.
+* an exclusive lock on the output folder while training (:func:`maskdefense.rundir.exclusive`).
 
-After every epoch the trainer writes, atomically, ``<out>/model.safetensors`` (+ ``model.json``) and
-``<out>/train_state.pt`` (optimizer, epoch, generator state, history). ``fit(resume=True)`` continues
-from there, so a run killed at any moment loses at most the epoch in progress.
+``Trainer(model, train, val, config, transform=...)`` is sugar for
+``Trainer(ClassificationTask(model, transform=...), ...)``.
 """
 
 from __future__ import annotations
@@ -15,73 +24,42 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import CheckpointError, load_into, load_state_dict_file, save_checkpoint, save_state
+from ..checkpoint import (
+    CheckpointError, components_of, load_state_dict_file, read_metadata, read_sidecar, save_checkpoint,
+    save_components, save_state, weights_sha256,
+)
 from ..provenance import run_metadata
+from ..rundir import exclusive
 from ..validation import check_images, check_labels
+from .config import EpochStats, TrainConfig
+from .predict import accuracy, predict_labels
+from .tasks import ClassificationTask, Task
+from .tasks.base import describe
+from .transforms import Transform, augment
 
+__all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
+           "training_key"]
 
-class Transform(Protocol):
-    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor: ...
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"  # "adam" (MAD's choice) or "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "none"  # "none" or "cosine"
-    seed: int = 0
-    eval_batch_size: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.schedule not in ("none", "cosine"):
-            raise ValueError(f"schedule must be 'none' or 'cosine', got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
-
-
-@dataclass
-class EpochStats:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_accuracy: float | None
-    seconds: float
-    lr: float
-
-
-@torch.no_grad()
-def predict_labels(model: nn.Module, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Argmax predictions of ``model`` in batches (the model is used in whatever mode it is in)."""
-    out = [model(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-
-
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
-    was = model.training
-    model.eval()
-    try:
-        return float((predict_labels(model, images, batch_size) == labels).float().mean())
-    finally:
-        model.train(was)
+STATE_FORMAT = "maskdefense-train-state-v2"
+#: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
+_RUN_KEYS = ("command", "machine", "started")
+_LABELS = {"accuracy": "acc"}
 
 
 class Trainer:
+    """Runs a task on in-memory data ``(images, labels)``: see the module docstring."""
+
     def __init__(
         self,
-        model: nn.Module,
+        task: Task | nn.Module,
         train: tuple[Tensor, Tensor],
         val: tuple[Tensor, Tensor] | None = None,
         config: TrainConfig | None = None,
@@ -91,50 +69,63 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         progress: bool | None = None,
         log: Callable[[str], None] | None = None,
+        lock: bool = True,
     ) -> None:
-        self.model = model
+        """``task``: a :class:`~maskdefense.training.tasks.Task`, or a classifier (then trained with
+        cross-entropy on ``transform(images)``). ``meta`` is added to the checkpoint's record. ``lock``:
+        hold the output folder's lock during :meth:`fit` (``False`` when the caller holds it)."""
+        if isinstance(task, Task):
+            if transform is not None:
+                raise ValueError("give the transform to the task, not to the Trainer")
+        elif isinstance(task, nn.Module):
+            task = ClassificationTask(task, transform=transform)
+        else:
+            raise TypeError(f"task must be a Task or an nn.Module, got {type(task).__name__}")
+        self.task: Task = task
         self.config = config or TrainConfig()
         x, y = train
         check_images(x, name="training images")
         self.train_x, self.train_y = x, check_labels(y, len(x), name="training labels")
+        if len(x) == 0:
+            raise ValueError("no training images")
         if val is not None:
             check_images(val[0], name="validation images")
             val = (val[0], check_labels(val[1], len(val[0]), name="validation labels"))
         self.val = val
-        self.transform = transform
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.meta = dict(meta or {})
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+        self.lock = lock
         self.history: list[EpochStats] = []
         self.generator = torch.Generator().manual_seed(self.config.seed)
         torch.manual_seed(self.config.seed)  # parameter init of layers created later, dropout
-        self.optimizer = self._make_optimizer()
-        steps = self.config.epochs * math.ceil(len(x) / self.config.batch_size)
-        self.scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps)
-            if self.config.schedule == "cosine" else None
-        )
+        self.steps_per_epoch = math.ceil(len(x) / self.config.batch_size)
+        self.task.setup(self.config, self.steps_per_epoch)
+        self._prov: dict[str, Any] = {}
+        self._wall = 0.0
 
-    # -- setup -------------------------------------------------------------------------------
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=True)
+    # -- the task's parts, as attributes of the classic trainer ----------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The network ``"model"`` of the task (else its first network)."""
+        nets = self.task.networks
+        return nets["model"] if "model" in nets else next(iter(nets.values()))
+
+    @property
+    def transform(self) -> Transform | None:
+        return getattr(self.task, "transform", None)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.task.optimizers[self.task.phases()[0]]
 
     def _run_config(self) -> dict[str, Any]:
         """What must match for a resume to be valid (epochs may grow)."""
         cfg = asdict(self.config)
         cfg.pop("epochs")
         cfg.pop("eval_batch_size")
-        return {
-            "train": cfg,
-            "arch": getattr(self.model, "spec", {}),
-            "transform": self.transform.config() if hasattr(self.transform, "config") else repr(self.transform) if self.transform else None,
-            "n_train": len(self.train_x),
-        }
+        return {"train": cfg, "task": self.task.config(), "n_train": len(self.train_x)}
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -145,113 +136,182 @@ class Trainer:
         return self.out_dir / "train_state.pt" if self.out_dir else None
 
     # -- checkpointing -----------------------------------------------------------------------
-    def _save(self, wall: float) -> None:
-        if self.out_dir is None:
-            return
+    def record(self) -> dict[str, Any]:
+        """The checkpoint's embedded record: what the weights are, nothing about the run (see the module docstring)."""
         last = self.history[-1]
-        meta = {
-            **run_metadata(self.config.seed),
+        task = self.task.config()
+        return {
+            **{k: v for k, v in self._prov.items() if k not in _RUN_KEYS},
             **self.meta,
             "epochs": last.epoch,
             "val_accuracy": last.val_accuracy,
+            "val": last.val,
             "train_config": asdict(self.config),
-            "transform": self._run_config()["transform"],
-            "history": [asdict(h) for h in self.history],
-            "wall_time_s": round(wall, 2),
+            "task": task,
+            "transform": task.get("transform"),
+            "history": [{k: v for k, v in asdict(h).items() if k != "seconds"} for h in self.history],
         }
-        save_checkpoint(self.model, self.checkpoint_path, meta)  # type: ignore[arg-type]
+
+    def run_info(self) -> dict[str, Any]:
+        """The run's metadata for the sidecar: command, start, machine, wall time, seconds per epoch."""
+        return {**{k: self._prov[k] for k in _RUN_KEYS if k in self._prov}, "wall_time_s": round(self._wall, 2),
+                "history": [asdict(h) for h in self.history]}
+
+    def _export(self) -> None:
+        """Write the checkpoint of the current weights (after the training state)."""
+        nets = self.task.networks
+        path = self.checkpoint_path
+        assert path is not None
+        if list(nets) == ["model"]:
+            save_checkpoint(nets["model"], path, self.record(), run=self.run_info())
+        else:
+            save_components(nets, path, self.record(), run=self.run_info())
+
+    def _save(self) -> None:
+        if self.out_dir is None:
+            return
+        nets = {k: {n: t.detach().cpu() for n, t in v.state_dict().items()} for k, v in self.task.networks.items()}
         save_state(self.state_path, {  # type: ignore[arg-type]
+            "format": STATE_FORMAT,
             "run_config": json.dumps(self._run_config(), sort_keys=True, default=str),
-            "epoch": last.epoch,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "epoch": self.history[-1].epoch,
+            "networks": nets,
+            "weights_sha256": {k: weights_sha256(s) for k, s in nets.items()},
+            "task": self.task.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps([asdict(h) for h in self.history]),
-            "wall": wall,
+            "wall": self._wall,
         })
+        self._export()
 
-    def _try_resume(self) -> float:
-        sp, cp = self.state_path, self.checkpoint_path
-        if sp is None or cp is None or not sp.exists() or not cp.exists():
-            return 0.0
+    def _checkpoint_holds(self, hashes: dict[str, str]) -> bool:
+        try:
+            record = read_metadata(self.checkpoint_path)  # type: ignore[arg-type]
+            return {k: c.get("weights_sha256") for k, c in components_of(record).items()} == hashes
+        except CheckpointError:
+            return False
+
+    def _try_resume(self) -> None:
+        sp = self.state_path
+        if sp is None or not sp.exists():
+            return
         state = load_state_dict_file(sp)
+        if state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{sp} was written by an older version of maskdefense and cannot be resumed; "
+                                  "start over (--no-resume, resume=False) or use another output folder")
         mine = json.dumps(self._run_config(), sort_keys=True, default=str)
         if state["run_config"] != mine:
             raise CheckpointError(
                 f"{self.out_dir} holds a run with another configuration; use a new --out folder "
                 f"or delete it.\n  saved:   {state['run_config']}\n  current: {mine}"
             )
-        load_into(self.model, cp)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler and state["scheduler"]:
-            self.scheduler.load_state_dict(state["scheduler"])
+        hashes = state["weights_sha256"]
+        for k, net in self.task.networks.items():
+            if weights_sha256(state["networks"][k]) != hashes[k]:
+                raise CheckpointError(f"{sp} is corrupted (the weights of {k!r} do not match their hash); "
+                                      "start over (--no-resume, resume=False)")
+            net.load_state_dict(state["networks"][k])
+        self.task.load_state_dict(state["task"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.history = [EpochStats(**h) for h in json.loads(state["history"])]
-        self.log(f"resumed from {cp} after epoch {state['epoch']}")
-        return float(state["wall"])
+        self._wall = float(state["wall"])
+        self.log(f"resumed from {sp} after epoch {state['epoch']}")
+        if not self._checkpoint_holds(hashes):
+            self.log(f"{self.checkpoint_path} does not hold the weights of epoch {state['epoch']} (the run stopped "
+                     "between writing the training state and the checkpoint): writing it again")
+            self._export()
 
     # -- training ----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> tuple[float, float]:
-        c = self.config
-        self.model.train()
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Run every phase of the task once over the training data; returns the metrics averaged over
+        the images (named ``<phase>/<metric>`` when the task has several phases)."""
+        c, task = self.config, self.task
         n = len(self.train_x)
-        order = torch.randperm(n, generator=self.generator)
-        total_loss = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
-        steps = range(0, n, c.batch_size)
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+        phases = task.phases()
+        aug = c.crop_padding > 0 or c.hflip
+        out: dict[str, float] = {}
+        for phase in phases:
+            task.begin_phase(phase)
+            order = torch.randperm(n, generator=self.generator)
+            totals: dict[str, Tensor] = {}
+            steps = range(0, n, c.batch_size)
+            bar = None
+            if self.progress:
+                from tqdm import tqdm
 
-            bar = tqdm(steps, desc=f"epoch {epoch}/{c.epochs}", leave=False, unit="batch")
-            steps = bar  # type: ignore[assignment]
-        for k, i in enumerate(steps):
-            idx = order[i : i + c.batch_size]
-            xb, yb = self.train_x[idx], self.train_y[idx]
-            if self.transform is not None:
-                xb = self.transform(xb, self.generator)
-            logits = self.model(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if self.scheduler:
-                self.scheduler.step()
-            # running totals stay tensors: no host sync per batch
-            total_loss += loss.detach() * len(idx)
-            correct += (logits.detach().argmax(1) == yb).sum()
-            if bar is not None and k % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        return float(total_loss) / n, int(correct) / n
+                desc = f"epoch {epoch}/{c.epochs}" + (f" {phase}" if len(phases) > 1 else "")
+                bar = tqdm(steps, desc=desc, leave=False, unit="batch")
+                steps = bar  # type: ignore[assignment]
+            for k, i in enumerate(steps):
+                idx = order[i : i + c.batch_size]
+                xb, yb = self.train_x[idx], self.train_y[idx]
+                if aug:
+                    xb = augment(xb, self.generator, c.crop_padding, c.hflip)
+                metrics = task.step(phase, xb, yb, self.generator)
+                # running totals stay tensors: no host sync per batch
+                b = len(idx)
+                for key, v in metrics.items():
+                    t = totals.get(key)
+                    if t is None:
+                        totals[key] = v * b
+                    else:
+                        t.add_(v, alpha=b)
+                if bar is not None and k % 20 == 0:
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.3f}")
+            prefix = f"{phase}/" if len(phases) > 1 else ""
+            out.update({prefix + key: float(t) / n for key, t in totals.items()})
+        return out
 
     def fit(self, resume: bool = True) -> list[EpochStats]:
-        wall0 = self._try_resume() if resume else 0.0
-        t_start = time.perf_counter()
-        for epoch in range(len(self.history) + 1, self.config.epochs + 1):
+        """Train to ``config.epochs`` epochs (continuing a saved run when ``resume``); refuses a saved run
+        that is already longer than asked."""
+        lock = exclusive(self.out_dir, "train") if self.out_dir is not None and self.lock else nullcontext()
+        with lock:
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> list[EpochStats]:
+        c = self.config
+        self._prov = run_metadata(c.seed)
+        if resume:
+            self._try_resume()
+        done = len(self.history)
+        if done > c.epochs:
+            raise CheckpointError(
+                f"{self.out_dir} holds a run trained for {done} epochs, more than the {c.epochs} asked for; "
+                f"a run cannot be shortened: use another output folder, or start over (--no-resume, resume=False)")
+        if done and done == c.epochs:
+            self.log(f"{self.out_dir} already holds the finished {done}-epoch run: nothing to train")
+        wall0, t_start = self._wall, time.perf_counter()
+        for epoch in range(done + 1, c.epochs + 1):
             t0 = time.perf_counter()
-            loss, train_acc = self.train_epoch(epoch)
-            val_acc = (
-                accuracy(self.model, *self.val, batch_size=self.config.eval_batch_size)
-                if self.val is not None else None
-            )
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.history.append(EpochStats(epoch, loss, train_acc, val_acc, time.perf_counter() - t0, lr))
-            self.log(
-                f"epoch {epoch}/{self.config.epochs}: loss {loss:.4f}  train acc {train_acc:.4f}"
-                + (f"  val acc {val_acc:.4f}" if val_acc is not None else "")
-                + f"  ({time.perf_counter() - t0:.1f}s)"
-            )
-            self._save(wall0 + time.perf_counter() - t_start)
-        self.model.eval()
+            metrics = self.train_epoch(epoch)
+            val = self.task.validate(self.val, torch.Generator().manual_seed(c.seed)) if self.val is not None else {}
+            seconds = time.perf_counter() - t0
+            self.history.append(EpochStats(epoch, metrics.get("loss"), metrics.get("accuracy"), val.get("accuracy"),
+                                           seconds, self.task.lr(), metrics, val))
+            self.log(f"epoch {epoch}/{c.epochs}: " + "  ".join(
+                [f"{_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items()]
+                + [f"val {_LABELS.get(k, k)} {v:.4f}" for k, v in val.items()]) + f"  ({seconds:.1f}s)")
+            self._wall = wall0 + time.perf_counter() - t_start
+            self._save()
+        self.task.finish()
         return self.history
 
     def wall_time(self) -> float:
         return sum(h.seconds for h in self.history)
 
 
-__all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform"]
+def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,
+                 transform: Transform | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Everything that defines a model trained by :func:`train_on_dataset` (recorded in its checkpoint as
+    ``training_key``): two runs with equal keys train the same model."""
+    cfg = asdict(config)
+    cfg.pop("eval_batch_size")
+    key = {"dataset": dataset, "model": model_name, "model_kwargs": dict(model_kwargs or {}), "train": cfg,
+           "transform": describe(transform), "limit": limit}
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
 def train_on_dataset(
@@ -269,28 +329,31 @@ def train_on_dataset(
     log: Callable[[str], None] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
-    measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``.
-    Returns ``(model, metadata record)``."""
-    from ..checkpoint import read_metadata
+    measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
+    folder's lock throughout. Returns ``(model, metadata)``: the record with the run's metadata."""
     from ..data import load_dataset
     from ..models import create_model
 
-    train = load_dataset(dataset, "train", root=data_root, limit=limit)
-    val = load_dataset(dataset, "val", root=data_root)
-    test = load_dataset(dataset, "test", root=data_root)
-    _, c, h, _ = train.images.shape
-    kwargs = {"in_channels": c, "input_size": h, "num_classes": len(train.classes), **(model_kwargs or {})}
-    torch.manual_seed(config.seed)  # parameter initialization draws from the global generator
-    model = create_model(model_name, **kwargs)
-    trainer = Trainer(
-        model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir,
-        meta={"dataset": dataset, "n_train": len(train), "n_val": len(val)}, progress=progress, log=log,
-    )
-    trainer.fit(resume=resume)
-    test_acc = accuracy(model, *test.tensors(), batch_size=config.eval_batch_size)
-    assert trainer.checkpoint_path is not None
-    meta = read_metadata(trainer.checkpoint_path)
-    meta["test_accuracy"] = test_acc
-    meta["n_test"] = len(test)
-    save_checkpoint(model, trainer.checkpoint_path, meta)
-    return model, meta
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root, limit=limit)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        kwargs = {"in_channels": c, "input_size": h, "num_classes": len(train.classes), **(model_kwargs or {})}
+        torch.manual_seed(config.seed)  # parameter initialization draws from the global generator
+        model = create_model(model_name, **kwargs)
+        trainer = Trainer(
+            model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir, lock=False,
+            meta={"dataset": dataset, "n_train": len(train), "n_val": len(val),
+                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit)},
+            progress=progress, log=log,
+        )
+        trainer.fit(resume=resume)
+        test_acc = accuracy(model, *test.tensors(), batch_size=config.eval_batch_size)
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta["test_accuracy"] = test_acc
+        meta["n_test"] = len(test)
+        save_checkpoint(model, path, meta, run=trainer.run_info())
+        return model, read_sidecar(path)

@@ -38,8 +38,8 @@ class Preset:
         return asdict(self)
 
     def train_config(self, seed: int = 0) -> Any:
-        """The :class:`~maskdefense.train.TrainConfig` of this preset."""
-        from .loop import TrainConfig
+        """The :class:`~maskdefense.training.config.TrainConfig` of this preset."""
+        from .config import TrainConfig
 
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
                            schedule=self.schedule, weight_decay=self.weight_decay, seed=seed)
