@@ -233,3 +233,20 @@ def test_predict_a_plain_preset_checkpoint_runs_unmasked(digits_checkpoint, caps
     assert "vote_accuracy" not in rec and "no vote" in out
     rec, out = _predict(capsys, tmp_path, ck, "--mask-cell", "2", "--mask-rate", "0.25")
     assert (rec["cell"], rec["rate"]) == (2, 0.25) and set(rec["vote_accuracy"]) == {"3"}
+
+
+def test_train_with_a_preset_records_it_for_predict(tmp_path, capsys):
+    """`train --preset` writes the preset's record into the checkpoint, so `predict` votes with the preset's
+    test cell; with the masking overridden the preset's test setting no longer applies and is not recorded."""
+    from maskdefense.checkpoint import read_metadata
+
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "mad-digits", "--epochs", "1", "--limit", "64", "--out", str(out)]) == 0
+    meta = read_metadata(out / "model.safetensors")
+    assert meta["preset"]["name"] == "mad-digits" and meta["preset"]["test_cell"] == 2
+    rec, printed = _predict(capsys, tmp_path, str(out / "model.safetensors"))
+    assert "preset mad-digits" in printed
+    out2 = tmp_path / "run2"
+    assert main(["train", "--preset", "mad-digits", "--mask-cell", "4", "--epochs", "1", "--limit", "64",
+                 "--out", str(out2)]) == 0
+    assert "preset" not in read_metadata(out2 / "model.safetensors")

@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     _, meta = train_on_dataset(
         dataset, model, config, out_dir=out, model_kwargs=model_kwargs, transform=transform,
         data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
+        # the preset's record (its test-time masking is predict's default) when its masking was kept as it is
+        meta={"preset": preset.to_dict()} if preset and args.mask_cell is None and args.mask_rate is None
+        and not args.no_mask else None,
     )
     echo(f"test accuracy {meta['test_accuracy']:.4f} on {meta['n_test']} images; checkpoint {out}/model.safetensors")
     if args.results:

@@ -45,7 +45,8 @@ def ensure_model(
         if "test_accuracy" in meta:
             return load_model(path)
     train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
-                     transform=transform, data_root=data_root, log=log, progress=progress)
+                     transform=transform, data_root=data_root, log=log, progress=progress,
+                     meta={"preset": p.to_dict()})
     return load_model(path)  # with the checkpoint's sha256 in its metadata
 
 

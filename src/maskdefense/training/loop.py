@@ -327,10 +327,12 @@ def train_on_dataset(
     resume: bool = True,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
-    folder's lock throughout. Returns ``(model, metadata)``: the record with the run's metadata."""
+    folder's lock throughout. ``meta`` is added to the checkpoint's record (e.g. ``{"preset": ...}``, whose
+    test setting ``predict`` uses). Returns ``(model, metadata)``: the record with the run's metadata."""
     from ..data import load_dataset
     from ..models import create_model
 
@@ -344,7 +346,7 @@ def train_on_dataset(
         model = create_model(model_name, **kwargs)
         trainer = Trainer(
             model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir, lock=False,
-            meta={"dataset": dataset, "n_train": len(train), "n_val": len(val),
+            meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
                   "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit)},
             progress=progress, log=log,
         )
