@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except user_errors() as e:
         print(f"maskdefense {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `maskdefense info | head`: the reader left; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; completed work is saved and the same command resumes it", file=sys.stderr)
         return 130
