@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from maskdefense.attacks import BPDA
-from maskdefense.defenses.base import Defense, NoDefense
+from maskdefense.attacks import ATTACKS, BPDA, AttackDef, ParamSpec, bpda, register_attack
+from maskdefense.defenses.base import Contract, Defense, NoDefense
 from maskdefense.eval import build_defense, evaluate
 from conftest import train_digits_linear
 from maskdefense.eval.checks import (
-    Flag, check_complete, check_eot, check_gradients, check_gray_box_only, check_large_eps, check_outputs,
+    Flag, check_bpda, check_complete, check_eot, check_gradient_free, check_gradients, check_gray_box_only,
+    check_large_eps, check_outputs,
     check_randomness, check_transfer_vs_adaptive, check_violations, gradient_stats, is_large_eps,
     looks_like_probabilities, output_stats, run_checks,
 )
@@ -31,7 +32,10 @@ class Quantized(Defense):
 
     def __init__(self, base, non_differentiable=False):
         super().__init__(base)
-        self.non_differentiable = non_differentiable
+        self.declared = ("quantize",) if non_differentiable else ()
+
+    def contract(self):
+        return Contract(non_differentiable=self.declared)
 
     def forward(self, x):
         return self.base(_quant(x))
@@ -41,10 +45,13 @@ class Quantized(Defense):
 
 
 class QuantizedBPDA(Quantized):
-    """The same defense, offering a BPDA version of itself for adaptive attacks."""
+    """The same defense, its forward passing the quantizer through BPDA (identity backward), declared."""
 
-    def bpda_model(self):
-        return nn.Sequential(BPDA(_quant), self.base)
+    def contract(self):
+        return Contract(bpda_steps=("quantize",))
+
+    def forward(self, x):
+        return self.base(bpda(_quant, x))
 
 
 class Noisy(Defense):
@@ -53,6 +60,9 @@ class Noisy(Defense):
     def __init__(self, base, randomized=True):
         super().__init__(base)
         self.randomized = randomized
+
+    def contract(self):
+        return Contract(randomized=self.randomized)
 
     def forward(self, x):
         return self.base((x + 0.02 * torch.randn_like(x)).clamp(0, 1))
@@ -141,6 +151,57 @@ def test_transfer_vs_adaptive_rule():
     assert [f.attack for f in check_transfer_vs_adaptive(rows, tol=0.02)] == ["b"]
 
 
+if "test-gradient-free" not in ATTACKS:
+    register_attack(AttackDef(
+        name="test-gradient-free", family="Fake", norm="linf", backend="test", implementation="tests",
+        kind="fixed-epsilon", params=(ParamSpec("eps", "float", required=True, minimum=0.0),),
+        runner=lambda d, p, model, x, y, g: x, gradient_free=True))
+
+
+def test_gradient_free_beating_every_gradient_attack_is_flagged():
+    free = "test-gradient-free:eps=0.1"
+    rows = [_row("adaptive", free, 0.20), _row("adaptive", "pgd-linf:eps=0.1", 0.50),
+            _row("adaptive", "fgsm-linf:eps=0.1", 0.60)]
+    flags = check_gradient_free(rows, tol=0.02)
+    assert [(f.code, f.severity, f.threat, f.attack) for f in flags] == [
+        ("GRADIENT_FREE_BEATS_GRADIENT", "error", "adaptive", free)]
+    assert "gradient masking likely" in flags[0].message and "pgd-linf:eps=0.1" in flags[0].message
+    # one gradient attack as strong as the gradient-free one (within the tolerance): no flag
+    assert check_gradient_free(rows + [_row("adaptive", "bim-linf:eps=0.1", 0.21)], tol=0.02) == []
+    # compared only within the same threat model, norm and epsilon
+    assert check_gradient_free([_row("gray-box", free, 0.2), _row("adaptive", "pgd-linf:eps=0.1", 0.5)]) == []
+    assert check_gradient_free([_row("adaptive", free, 0.2), _row("adaptive", "pgd-linf:eps=0.2", 0.5, eps=0.2)]) == []
+    assert check_gradient_free([_row("adaptive", free, 0.2), _row("adaptive", "pgd-l2:eps=0.1", 0.5, norm="l2")]) == []
+    # the default tolerance follows the sampling noise (n = 100): a 5-point lead is noise
+    assert check_gradient_free([_row("adaptive", free, 0.45), _row("adaptive", "pgd-linf:eps=0.1", 0.50)]) == []
+    assert check_gradient_free([_row("adaptive", free, 0.30), _row("adaptive", "pgd-linf:eps=0.1", 0.50)])
+    # unregistered attacks are left out; and run_checks raises it
+    assert check_gradient_free([_row("adaptive", free, 0.2), _row("adaptive", "unknown:eps=0.1", 0.9)]) == []
+    codes = {f.code for f in run_checks(rows, {}, threats=["adaptive"], defense_name="x", contract=Contract(), dim=64,
+                                        n=100)}
+    assert "GRADIENT_FREE_BEATS_GRADIENT" in codes
+
+
+def test_square_catches_gradient_masking_through_evaluate(trained, tmp_path):
+    model, x, y = trained
+    attacks = "bim-linf:eps=0.2;square:eps=0.2,n_queries=200"
+    rep = _ev(Quantized(model), (x, y), attacks, "adaptive", tmp_path / "masked", repeats=1)
+    flag = next(f for f in rep.flags if f.code == "GRADIENT_FREE_BEATS_GRADIENT")
+    assert flag.attack.startswith("square:") and flag.threat == "adaptive"
+    assert rep.row("square:eps=0.2,n_queries=200", "adaptive")["robust_acc"] < rep.row("bim-linf:eps=0.2",
+                                                                                       "adaptive")["robust_acc"]
+    honest = _ev(model, (x, y), attacks, "adaptive", tmp_path / "honest", repeats=1)
+    assert "GRADIENT_FREE_BEATS_GRADIENT" not in honest.flag_codes()
+
+
+def test_bpda_rule_reads_the_contract():
+    assert check_bpda(["adaptive"], Contract()) == []
+    assert check_bpda(["adaptive"], Contract(bpda_steps=("quantize",))) == []
+    flag, = check_bpda(["adaptive"], Contract(non_differentiable=("median", "quantize"), bpda_steps=("quantize",)))
+    assert flag.code == "NON_DIFFERENTIABLE_WITHOUT_BPDA" and "median" in flag.message and "quantize" not in flag.message
+    assert check_bpda(["gray-box"], Contract(non_differentiable=("median",))) == []
+
+
 def test_large_eps_rule():
     assert is_large_eps("linf", 0.5, 64) and not is_large_eps("linf", 0.3, 64)
     assert is_large_eps("l2", 4.0, 64) and not is_large_eps("l2", 3.9, 64)
@@ -210,7 +271,8 @@ def test_non_differentiable_defense_needs_bpda(trained, tmp_path):
               "bim-linf:eps=0.2;bim-linf:eps=0.5", "adaptive", tmp_path / "yes")
     codes = rep.flag_codes()
     assert "NON_DIFFERENTIABLE_WITHOUT_BPDA" not in codes and "ZERO_OR_NONFINITE_GRADIENTS" not in codes
-    assert rep.summary["targets"]["adaptive"]["bpda"] == "defense.bpda_model()"
+    assert rep.summary["targets"]["adaptive"]["bpda"] == "quantize"
+    assert rep.summary["targets"]["adaptive"]["non_differentiable"] == ["quantize"]
     assert rep.row("bim-linf:eps=0.5", "adaptive")["robust_acc"] < 0.1  # BPDA gets through the quantizer
 
 
@@ -250,8 +312,7 @@ def test_run_checks_orders_by_severity():
     rows = [_row("gray-box", "a", 0.5, n_eps_violations=1, samples_per_gradient=1)]
     diags = {"gradients:gray-box": {"n": 10, "zero": 2, "nonfinite": 0, "frac_zero": 0.2},
              "randomness": {"observed": True}}
-    flags = run_checks(rows, diags, threats=["gray-box"], defense_name="mad", randomized=False,
-                       non_differentiable=False, has_bpda=False, dim=64, n=100)
+    flags = run_checks(rows, diags, threats=["gray-box"], defense_name="mad", contract=Contract(), dim=64, n=100)
     sev = [f.severity for f in flags]
     assert sev == sorted(sev, key=["error", "warning", "info"].index)
     assert {f.code for f in flags} == {"PERTURBATION_EXCEEDS_EPS", "GRAY_BOX_ONLY", "UNDECLARED_RANDOMNESS",

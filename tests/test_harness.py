@@ -16,8 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from maskdefense.attacks import ATTACKS, AttackDef, ParamSpec, SpecError, register_attack
-from maskdefense.defenses.base import NoDefense
+from maskdefense.attacks import ATTACKS, AttackDef, ParamSpec, SpecError, parse_attack_spec, register_attack
+from maskdefense.defenses.base import Contract, Defense, NoDefense
+from maskdefense.ops.eot import log_mean_softmax
+from maskdefense.rundir import BusyError, exclusive
+from maskdefense.validation import InputError, check_images
 from maskdefense.eval import (
     ConfigMismatchError, RecordStore, ThreatModel, attack_and_verify, benchmark_pgd_linf, build_defense, evaluate,
     make_target, norm_tolerance, parse_defense_spec, parse_threats, perturbation_norms, verify_perturbation,
@@ -173,7 +176,14 @@ def test_mad_gray_box_and_adaptive_side_by_side(trained, tmp_path):
     assert rep.clean["defense_clean_acc_on_correct"] == pytest.approx(direct, abs=1e-6)
     g, a = rep.row("pgd-linf:eps=0.1,steps=5", "gray-box"), rep.row("pgd-linf:eps=0.1,steps=5", "adaptive")
     assert g["samples_per_gradient"] == 1 and a["samples_per_gradient"] == 4
-    assert a["defense_std"] is not None and 0 <= a["robust_acc"] <= 1
+    # the robust accuracy and its std over repeats, recomputed from the records by hand
+    recs = list(RecordStore(tmp_path / "records.jsonl"))
+    clean = {r["idx"]: r for r in recs if r["kind"] == "clean"}
+    adv = [r for r in recs if r["kind"] == "attack" and r["threat"] == "adaptive" and r["attack"] == a["attack"]]
+    per_repeat = [sum(clean[r["idx"]]["pred_defense"][k] == r["label"] == r["pred_defense_adv"][k] for r in adv) / 32
+                  for k in range(3)]
+    assert a["robust_acc"] == pytest.approx(sum(per_repeat) / 3, abs=1e-6)
+    assert a["robust_std"] == pytest.approx(float(torch.tensor(per_repeat).std()), abs=1e-6)
     md = (tmp_path / "summary.md").read_text()
     assert "gray-box Defense" in md and "adaptive Defense" in md and "## Flags" in md
     assert "4 random sample(s) per gradient" in md
@@ -284,10 +294,6 @@ def test_a_different_configuration_is_refused(trained, tmp_path):
     with pytest.raises(ConfigMismatchError, match="model_sha256"):
         evaluate(other, (x[:16], y[:16]), "fgsm-linf:eps=0.05", out_dir=tmp_path, sanity=None, batch_size=8,
                  progress=False)
-    # adding an attack to the same configuration is fine: its records are keyed by the full spec
-    rep = evaluate(model, (x[:16], y[:16]), "fgsm-linf:eps=0.05;fgsm-l2:eps=0.5", out_dir=tmp_path, sanity=None,
-                   batch_size=8, progress=False)
-    assert len(rep.rows) == 2
     rep = evaluate(model, (x[:16], y[:16]), "fgsm-linf:eps=0.05", out_dir=tmp_path, sanity=None, batch_size=4,
                    progress=False, resume=False)
     assert rep.config["batch_size"] == 4
@@ -363,6 +369,198 @@ def test_sigkill_and_rerun_gives_identical_tables(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# repeatability, provenance, refusals (each failed before its fix)
+
+
+class IgnoresGenerator(Defense):
+    """A randomized defense whose predict draws from torch's global RNG, ignoring the generator it is given."""
+
+    def contract(self):
+        return Contract(randomized=True)
+
+    def forward(self, x):
+        return self.base(x)
+
+    @torch.no_grad()
+    def predict(self, x, *, generator=None):
+        return self.base((x + 0.5 * torch.rand(x.shape)).clamp(0, 1)).argmax(1)
+
+    def config(self):
+        return {"defense": "ignores-generator"}
+
+
+def test_a_defense_ignoring_its_generator_gives_repeatable_runs(trained, tmp_path):
+    model, x, y = trained
+    d = IgnoresGenerator(model)
+    with torch.no_grad():
+        draws = {tuple(d.predict(x).tolist()) for _ in range(3)}
+    assert len(draws) > 1  # its predictions do depend on the global RNG
+    outs = []
+    for k, state in enumerate((1, 2)):
+        torch.manual_seed(state)  # whatever ran before in the process
+        evaluate(d, (x, y), "fgsm-linf:eps=0.05", "gray-box", out_dir=tmp_path / str(k), batch_size=16,
+                 sanity=None, progress=False, repeats=2)
+        outs.append(_read(tmp_path / str(k)))
+    assert outs[0] == outs[1]
+
+
+def test_library_versions_are_part_of_the_config(trained, tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from maskdefense.eval import harness
+
+    model, x, y = trained
+    kw = dict(out_dir=tmp_path, sanity=None, batch_size=16, progress=False)
+    rep = evaluate(model, (x[:16], y[:16]), "fgsm-linf:eps=0.05", **kw)
+    assert rep.config["versions"] == {k: metadata.version(k)
+                                      for k in ("maskdefense", "torch", "numpy", "foolbox", "pyautoattack")}
+    real = harness.library_versions
+    monkeypatch.setattr(harness, "library_versions", lambda: {**real(), "torch": "0.0.1"})  # an upgrade
+    with pytest.raises(ConfigMismatchError, match="versions"):
+        evaluate(model, (x[:16], y[:16]), "fgsm-linf:eps=0.05", **kw)
+
+
+def test_a_busy_output_folder_is_refused(trained, tmp_path):
+    model, x, y = trained
+    out = tmp_path / "out"
+    kw = dict(out_dir=out, sanity=None, batch_size=16, progress=False)
+    with exclusive(out, "another evaluate"):
+        with pytest.raises(BusyError, match="in use by another process .another evaluate"):
+            evaluate(model, (x[:16], y[:16]), "fgsm-linf:eps=0.05", **kw)
+        assert not (out / "records.jsonl").exists() and not (out / "run.json").exists()
+    rep = evaluate(model, (x[:16], y[:16]), "fgsm-linf:eps=0.05", **kw)  # free again
+    assert sum(1 for _ in RecordStore(out / "records.jsonl")) == 16 + 16 + 3 and rep.rows[0]["n"] == 16  # clean, attack, diag
+
+
+def test_a_failed_run_writes_nothing_and_blocks_nothing(trained, tmp_path):
+    model, x, y = trained
+    out = tmp_path / "run"
+    kw = dict(out_dir=out, sanity=None, batch_size=8, progress=False, repeats=1)
+    with pytest.raises(InputError, match="cell 3 does not divide"):  # rejected at run time, not at construction
+        evaluate(build_defense("mad:cell=3,rate=0.5", model), (x[:16], y[:16]), "fgsm-linf:eps=0.05",
+                 "gray-box,adaptive", **kw)
+    assert not out.exists()
+    # a run.json left behind without records (an older failure) does not block the corrected command
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"config_hash": "0" * 64, "config": {"seed": 7}}))
+    rep = evaluate(build_defense("mad:cell=2,rate=0.5", model), (x[:16], y[:16]), "fgsm-linf:eps=0.05",
+                   "gray-box,adaptive", **kw)
+    assert json.loads((out / "run.json").read_text())["config_hash"] == rep.config_hash
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.uint8])
+def test_images_other_than_float32_are_refused(trained, tmp_path, dtype):
+    model, x, y = trained
+    images = (x * 255).to(dtype) if dtype == torch.uint8 else x.to(dtype)
+    name = str(dtype).replace("torch.", "")
+    with pytest.raises(InputError, match=f"float32.*{name}.*" + ("255" if dtype == torch.uint8 else r"x\.float\(\)")):
+        evaluate(model, (images, y), "fgsm-linf:eps=0.05", out_dir=tmp_path / "o", sanity=None, progress=False)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(InputError, match=name):
+        check_images(images)
+    assert check_images(x) is x
+
+
+def test_resume_with_another_plan_is_refused(trained, tmp_path):
+    model, x, y = trained
+    data = (x[:16], y[:16])
+    kw = dict(out_dir=tmp_path, batch_size=8, progress=False)
+    evaluate(model, data, "fgsm-linf:eps=0.05", "gray-box", sanity=None, **kw)
+    before = _read(tmp_path)
+    for attacks, threat, sanity, what in [
+        ("fgsm-linf:eps=0.05;fgsm-l2:eps=0.5", "gray-box", None, "attacks added: fgsm-l2:eps=0.5"),
+        ("fgsm-l2:eps=0.5", "gray-box", None, "attacks removed: fgsm-linf:eps=0.05"),
+        ("fgsm-linf:eps=0.05", "gray-box,adaptive", None, "threat models gray-box -> gray-box,adaptive"),
+        ("fgsm-linf:eps=0.05", "gray-box", "pgd-linf:eps=0.5,steps=2", "sanity attack none -> pgd-linf"),
+    ]:
+        with pytest.raises(ConfigMismatchError, match=what):
+            evaluate(model, data, attacks, threat, sanity=sanity, **kw)
+    assert _read(tmp_path) == before
+    evaluate(model, data, "fgsm-linf:eps=0.05", "gray-box", sanity=None, **kw)  # the same plan resumes
+    assert _read(tmp_path) == before
+
+
+def test_identical_runs_write_identical_adversarial_files(trained, tmp_path):
+    from safetensors import safe_open
+
+    model, x, y = trained
+    for d in ("a", "b"):
+        evaluate(model, (x[:20], y[:20]), "fgsm-linf:eps=0.1", out_dir=tmp_path / d, sanity=None, batch_size=4,
+                 progress=False, save_adversarial=True)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.safetensors"))
+    assert len(files) == 5
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    with safe_open(str(tmp_path / "a" / files[1]), "pt") as st:
+        assert json.loads(st.metadata()["maskdefense"]) == {"attack": parse_attack_spec("fgsm-linf:eps=0.1").key,
+                                                            "start": 4, "threat": "gray-box"}
+
+
+# ----------------------------------------------------------------------------------------------
+# the headline property: the adaptive attack beats the gray-box one where the gray-box transfer is weak
+
+
+class SecretPermutations(Defense):
+    """A randomized defense whose gray-box transfer is weak by construction: every forward shuffles the
+    pixels with one of two fixed secret permutations (drawn per image) before a base network trained on
+    the unshuffled images and on both shufflings. Examples made against the base (gray-box) barely move
+    the shuffled views; attacking the defense end to end with EOT over the draws breaks it."""
+
+    def __init__(self, base, perms, n_grad=8):
+        super().__init__(base)
+        self.perms, self.n_grad = perms, n_grad
+
+    def contract(self):
+        return Contract(randomized=True, samples_per_forward=self.n_grad)
+
+    def view(self, x, generator=None):
+        k = torch.randint(len(self.perms), (x.shape[0],), generator=generator)
+        return shuffle(x, torch.stack([self.perms[int(i)] for i in k]))
+
+    def forward(self, x):
+        return log_mean_softmax(torch.stack([self.base(self.view(x)) for _ in range(self.n_grad)]), dim=0)
+
+    @torch.no_grad()
+    def predict(self, x, *, generator=None):
+        return self.base(self.view(x, generator)).argmax(1)
+
+    def config(self):
+        return {"defense": "secret-permutations", "n_grad": self.n_grad}
+
+
+def shuffle(x, idx):
+    return x.flatten(1).gather(1, idx).view_as(x)
+
+
+def test_adaptive_attack_beats_gray_box_on_a_randomized_defense(tmp_path):
+    from maskdefense.data import load_dataset
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    g = torch.Generator().manual_seed(0)
+    perms = [torch.randperm(64, generator=g) for _ in range(2)]
+    views = [torch.arange(64)] + perms
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), 0.01)
+    for _ in range(200):
+        k = torch.randint(3, (len(train.labels),), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(shuffle(train.images, torch.stack(views)[k])), train.labels).backward()
+        opt.step()
+    model.eval()
+    x, y = test.images[:100], test.labels[:100]
+    rep = evaluate(SecretPermutations(model, perms), (x, y), "bim-linf:eps=0.1,steps=10", "gray-box,adaptive",
+                   out_dir=tmp_path, sanity=None, batch_size=100, progress=False, repeats=2)
+    assert rep.clean["defense_clean_acc"] > 0.85
+    gray, adaptive = rep.row("bim-linf:eps=0.1,steps=10", "gray-box"), rep.row("bim-linf:eps=0.1,steps=10", "adaptive")
+    assert gray["attack_acc"] < 0.3  # the gray-box examples do fool the base network ...
+    assert adaptive["samples_per_gradient"] == 8 and "RANDOMIZED_WITHOUT_EOT" not in rep.flag_codes()
+    # ... but the adaptive (EOT) attack leaves lower accuracy, beyond the sampling noise of 100 images
+    assert adaptive["robust_acc"] < gray["robust_acc"] - 0.2
+    assert adaptive["defense_acc"] < gray["defense_acc"] - 0.2
+
+
+# ----------------------------------------------------------------------------------------------
 # threat models and defense specs
 
 
@@ -387,7 +585,7 @@ def test_defense_specs(trained):
     assert parse_defense_spec("mad:cell=7,rate=0.75,n=5") == ("mad", {"cell": 7, "rate": 0.75, "n": 5})
     assert isinstance(build_defense("none", model), NoDefense)
     d = build_defense("mad:cell=2,rate=0.75,n=7,fill=mean", model)
-    assert d.randomized and d.n == 7 and d.config()["cell"] == 2
+    assert d.contract().randomized and d.n == 7 and d.config()["cell"] == 2
     with pytest.raises(UnknownNameError, match="mad"):
         build_defense("madd:cell=2,rate=0.5", model)
     with pytest.raises(SpecError, match="cell and rate"):
@@ -448,3 +646,60 @@ def test_cli_evaluate_and_attack(checkpoint, tmp_path, capsys):
     assert "stepz" in err and "Traceback" not in err
     assert main(["evaluate", "--list"]) == 0
     assert "mad-table5-mnist" in capsys.readouterr().out
+
+
+def _cli(args: list[str]) -> int:
+    from maskdefense.cli import main
+
+    try:
+        return main(args)
+    except SystemExit as e:  # argparse errors
+        return int(e.code)
+
+
+def test_cli_states_the_dataset_and_refuses_a_missing_one(checkpoint, tmp_path, capsys):
+    from maskdefense.checkpoint import save_checkpoint
+    from maskdefense.models import create_model
+
+    common = ["--attacks", "fgsm-linf:eps=0.1", "--n", "8", "--sanity", "none", "--no-progress"]
+    assert _cli(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a")] + common) == 0
+    assert "dataset: digits (recorded in the checkpoint; --dataset" in capsys.readouterr().out
+    assert _cli(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "digits", "--out", str(tmp_path / "b")]
+                + common) == 0
+    assert "recorded in the checkpoint" not in capsys.readouterr().out
+    bare = tmp_path / "bare.safetensors"
+    save_checkpoint(create_model("digits_cnn", width=4), bare, {})
+    assert _cli(["evaluate", "--checkpoint", str(bare), "--out", str(tmp_path / "c")] + common) == 2
+    err = capsys.readouterr().err
+    assert "--dataset is required" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "attack"])
+@pytest.mark.parametrize("bad, what", [
+    (["--n", "0"], "--n"), (["--eot", "0"], "--eot"), (["--repeats", "0"], "--repeats"),
+    (["--batch-size", "0"], "--batch-size"), (["--split", "foo"], "--split"), (["--threat", "grey"], "--threat"),
+    (["--threat", ","], "--threat"), (["--n", "many"], "--n"),
+])
+def test_cli_bad_option_values_fail_before_any_work(command, bad, what, tmp_path, capsys):
+    # the checkpoint does not exist: a bad option value must be reported before anything is loaded
+    code = _cli([command, "--checkpoint", str(tmp_path / "missing.safetensors"), "--attacks", "fgsm-linf:eps=0.1",
+                 "--out", str(tmp_path / "out"), "--no-progress"] + bad)
+    err = capsys.readouterr().err
+    assert code == 2 and what in err and "missing.safetensors" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_a_busy_folder_and_recovers_from_a_failed_run(checkpoint, tmp_path, capsys):
+    out = tmp_path / "ev"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--attacks", "fgsm-linf:eps=0.1", "--n", "8",
+            "--threat", "gray-box,adaptive", "--repeats", "1", "--sanity", "none", "--out", str(out), "--no-progress"]
+    assert _cli(args + ["--defense", "mad:cell=3,rate=0.5"]) == 2  # the cell does not divide 8x8 images
+    err = capsys.readouterr().err
+    assert "does not divide" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    with exclusive(out, "evaluate"):
+        assert _cli(args + ["--defense", "mad:cell=2,rate=0.5"]) == 2
+        err = capsys.readouterr().err
+        assert "in use by another process" in err and not (out / "run.json").exists()
+    assert _cli(args + ["--defense", "mad:cell=2,rate=0.5"]) == 0

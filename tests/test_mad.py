@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from maskdefense.defenses.base import ABSTAIN
+from maskdefense.defenses.base import ABSTAIN, Contract, contract_of
 from maskdefense.defenses.mad import (
     STOP_BUDGET, STOP_EXACT, STOP_PREDICTIVE, STOP_TEST, AdaptiveVote, MADClassifier, flip_probability, top_class,
 )
@@ -217,7 +217,9 @@ def test_adaptive_test_mode_reports_disagreement_measurably() -> None:
 @pytest.mark.parametrize("method", ["forward", "predict", "vote_counts", "predict_adaptive"])
 @pytest.mark.parametrize("bad,match", [
     (torch.rand(1, 8, 8), "shape"),
-    (torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8), "floating"),
+    (torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8), "float32.*uint8.*255"),
+    (torch.rand(2, 1, 8, 8).half(), "float32.*float16"),
+    (torch.rand(2, 1, 8, 8).double(), "float32.*float64"),
     (torch.rand(2, 1, 8, 8) * 2, r"\[0, 1\]"),
     (torch.full((2, 1, 8, 8), float("nan")), "NaN"),
     (torch.rand(2, 1, 9, 9), "does not divide"),
@@ -266,7 +268,10 @@ def test_config_and_flags() -> None:
     assert json.loads(json.dumps(cfg)) == cfg
     assert cfg == {"defense": "mad", "cell": 7, "rate": 0.75, "n": 5, "n_grad": 8, "fill": "mean",
                    "exact": False, "surrogate": "logits", "abstain_threshold": None}
-    assert d.randomized and not d.non_differentiable
+    c = d.contract()
+    assert c == Contract(randomized=True, samples_per_forward=8, components=("base",))
+    assert not c.rejects and c.non_differentiable == () and contract_of(d) == c
+    assert MADClassifier(linear_model(), cell=7, rate=0.75, n_grad=3).contract().samples_per_forward == 3
     assert d.base is not None
 
 

@@ -67,5 +67,22 @@ def test_refusals(source, tmp_path):
     evaluate(model, (x, y), "fgsm-linf:eps=0.1", out_dir=plain, sanity=None, batch_size=16, progress=False)
     with pytest.raises(ConfigMismatchError, match="save_adversarial"):
         reevaluate(model, (x, y), plain, out_dir=tmp_path / "c", progress=False)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
     with pytest.raises(ConfigMismatchError, match="not a complete"):
         reevaluate(model, (x, y), tmp_path / "missing", out_dir=tmp_path / "d")
+
+
+def test_a_busy_output_folder_is_refused_and_a_stale_run_json_does_not_block(source, tmp_path):
+    from maskdefense.rundir import BusyError, exclusive
+
+    model, x, y, out, rep = source
+    target = tmp_path / "busy"
+    with exclusive(target, "another run"):
+        with pytest.raises(BusyError, match="in use"):
+            reevaluate(build_defense("mad:cell=2,rate=0.25,n=5,n_grad=2", model), (x, y), out, out_dir=target,
+                       progress=False)
+        assert not (target / "run.json").exists()
+    (target / "run.json").write_text(json.dumps({"config_hash": "0" * 64}))  # left by a failure, no records
+    again = reevaluate(build_defense("mad:cell=2,rate=0.25,n=5,n_grad=2", model), (x, y), out, out_dir=target,
+                       progress=False)
+    assert again.clean == rep.clean

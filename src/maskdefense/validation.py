@@ -1,13 +1,23 @@
 """Input checks shared by every public entry point.
 
-Convention (defined here, once): images are float tensors of shape ``(N, C, H, W)`` with values in
-``[0, 1]``; normalization happens inside the models.
+Convention (defined here, once): images are float32 tensors of shape ``(N, C, H, W)`` with values in
+``[0, 1]``; normalization happens inside the models. Every other dtype is refused, never converted
+silently: uint8 images need scaling (``x.float() / 255``), float16/bfloat16 images would round every
+adversarial perturbation off its budget, and float64 images would meet float32 weights.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+_DTYPE_HINTS = {
+    torch.uint8: "divide uint8 images by 255 (x.float() / 255)",
+    torch.float16: "convert them with x.float() (in half precision an adversarial example rounds past its budget)",
+    torch.bfloat16: "convert them with x.float() (in half precision an adversarial example rounds past its budget)",
+    torch.float64: "convert them with x.float() (the models' weights are float32)",
+}
 
 
 class InputError(ValueError):
@@ -29,11 +39,9 @@ def check_images(
             f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}"
             + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
         )
-    if not x.is_floating_point():
-        raise InputError(
-            f"{name} must be a floating tensor with values in [0, 1], got dtype {x.dtype}"
-            + (" (divide uint8 images by 255)" if x.dtype == torch.uint8 else "")
-        )
+    if x.dtype != torch.float32:
+        raise InputError(f"{name} must be float32 with values in [0, 1], got dtype {x.dtype}: " + _DTYPE_HINTS.get(
+            x.dtype, "convert them with x.float()" if x.is_floating_point() else "convert them to float32 in [0, 1]"))
     if channels is not None and x.shape[1] != channels:
         raise InputError(f"{name} must have {channels} channel(s), got shape {tuple(x.shape)}")
     if size is not None:

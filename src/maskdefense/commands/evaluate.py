@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._common import add_data_args, add_progress_arg, add_seed_arg, default_out, echo, progress_enabled
+from ._common import add_data_args, add_progress_arg, add_seed_arg, default_out, echo, positive_int, progress_enabled
 
 #: What ``--quick`` changes (on top of ``--n 100``): shorter minimum-norm and ensemble attacks.
 QUICK_OVERRIDES = {
@@ -27,28 +27,42 @@ QUICK_OVERRIDES = {
 QUICK_N = 100
 
 
+def threat_list(text: str) -> str:
+    """argparse type: comma-separated threat models, checked (the text is kept)."""
+    from ..eval.threat import parse_threats
+    from ..registry import UnknownNameError
+
+    try:
+        parse_threats(text)
+    except (UnknownNameError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e).strip("'\"")) from None
+    return text
+
+
 def add_common_args(p: argparse.ArgumentParser, *, attack_command: bool = False) -> None:
+    from ..data import SPLITS
+
     p.add_argument("--checkpoint", default=None, help="safetensors checkpoint of the (base) model")
     add_data_args(p, default_dataset=None)
-    p.add_argument("--split", default="test", help="dataset split (default test)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default test)")
     p.add_argument("--attacks", default=None,
                    help="attack specs separated by ';', e.g. 'pgd-linf:eps=0.3;cw-l2:eps=1.5,steps=1000', or a "
                         "suite: 'suite:mad-table5-mnist' (see --list)")
     p.add_argument("--defense", default="none",
                    help="defense spec: none (default) or mad:cell=7,rate=0.75,n=5[,n_grad=8,fill=black]")
-    p.add_argument("--threat", default="gray-box",
+    p.add_argument("--threat", default="gray-box", type=threat_list,
                    help="threat model(s), comma separated: gray-box (oblivious), black-box (transfer, needs "
                         "--surrogate), adaptive (white-box with EOT)")
-    p.add_argument("--n", type=int, default=None if attack_command else 1000,
+    p.add_argument("--n", type=positive_int, default=None if attack_command else 1000,
                    help="number of test images (the first N of the split; default %(default)s)")
     p.add_argument("--out", default=None, help="output folder (default runs/<command>-<dataset>-<defense>)")
     p.add_argument("--surrogate", default=None, help="checkpoint of an independently trained surrogate (black-box)")
-    p.add_argument("--eot", type=int, default=1,
+    p.add_argument("--eot", type=positive_int, default=1,
                    help="EOT samples per gradient in the adaptive threat, on top of the defense's own averaging "
                         "(MAD's n_grad); default 1")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=positive_int, default=None,
                    help="evaluations of a randomized defense with fresh randomness (default 3 if randomized)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per attack call (part of the config)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="images per attack call (part of the config)")
     p.add_argument("--override", default=None,
                    help="parameters forced on every attack of a name, e.g. 'cw-l2:steps=1000;ead:steps=1000'")
     p.add_argument("--sanity", default=None if attack_command else "pgd-linf:eps=0.5",
@@ -67,8 +81,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="evaluate a defense under threat models and attacks (tables, plot, integrity flags)",
         description="Evaluate a checkpoint (optionally wrapped in a defense) with attacks under gray-box, "
-        "black-box and adaptive white-box threat models, following MAD's protocol (Tables 4-5) and reporting "
-        "RobustBench-style robust accuracy. Writes records.jsonl, run.json, summary.md/.csv/.json and "
+        "black-box and adaptive white-box threat models, with the defense papers' protocol (attack and defense "
+        "accuracy on the images the base model gets right) and RobustBench-style robust accuracy; a defense that "
+        "rejects inputs is also scored as a detector. Writes records.jsonl, run.json, summary.md/.csv/.json and "
         "acc_vs_eps.png; rerunning the same command resumes.",
     )
     add_common_args(p)
@@ -101,7 +116,7 @@ def run_command(args: argparse.Namespace, *, command: str, save_adversarial: boo
 
 
 def _run(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> int:
-    from ..attacks import parse_overrides
+    from ..attacks import parse_attack_spec, parse_attacks, parse_overrides
     from ..checkpoint import load_model
     from ..eval import build_defense, evaluate, parse_defense_spec, parse_threats
     from ._common import UserError
@@ -113,8 +128,7 @@ def _run(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> i
         raise UserError("--checkpoint is required")
     if not args.attacks:
         raise UserError("--attacks is required (e.g. 'pgd-linf:eps=0.3' or 'suite:mad-table5-mnist'; --list shows all)")
-    model, meta = load_model(args.checkpoint)
-    dataset = args.dataset or meta.get("dataset") or "digits"
+    # every option is checked before any work
     threats = parse_threats(args.threat)
     defense_name, _ = parse_defense_spec(args.defense)
     overrides: dict[str, dict[str, Any]] = {}
@@ -124,8 +138,16 @@ def _run(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> i
         n = min(n, QUICK_N) if n else QUICK_N
     for k, v in parse_overrides(args.override).items():
         overrides.setdefault(k, {}).update(v)
-    if n is not None and n < 1:
-        raise UserError("--n must be positive")
+    parse_attacks(args.attacks, overrides=overrides or None)
+    sanity = None if (args.sanity is None or str(args.sanity).lower() == "none") else args.sanity
+    if sanity:
+        parse_attack_spec(sanity)
+    model, meta = load_model(args.checkpoint)
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise UserError("--dataset is required: the checkpoint does not record the dataset it was trained on")
+    if not args.dataset:
+        echo(f"dataset: {dataset} (recorded in the checkpoint; --dataset to evaluate on another)")
     from ..data import load_dataset
 
     data = load_dataset(dataset, args.split, root=args.data_root, limit=n)
@@ -138,12 +160,8 @@ def _run(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> i
     elif any(t.value == "black-box" for t in threats):
         raise UserError("--threat black-box needs --surrogate CHECKPOINT (an independently trained model)")
     out = args.out or default_out(f"{command}-{dataset}-{defense_name}")
-    sanity = None if (args.sanity is None or str(args.sanity).lower() == "none") else args.sanity
     echo(f"{command}: {meta.get('arch')} on {dataset}/{args.split} (n={len(data)}), defense {args.defense}, "
          f"threat {','.join(t.value for t in threats)} -> {out}")
-    for name, v in (("--eot", args.eot), ("--batch-size", args.batch_size), ("--repeats", args.repeats)):
-        if v is not None and v < 1:
-            raise UserError(f"{name} must be positive")
     report = evaluate(
         defense, data, args.attacks, threats, out_dir=out, surrogate=surrogate, eot_samples=args.eot,
         repeats=args.repeats, seed=args.seed, batch_size=args.batch_size, resume=not args.fresh,

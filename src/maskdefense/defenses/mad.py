@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, _rand, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images
 from ..ops.eot import log_mean_softmax
-from .base import ABSTAIN, Defense
+from .base import ABSTAIN, Contract, Defense
 
 __all__ = ["MADClassifier", "AdaptiveVote", "top_class", "flip_probability", "STOP_BUDGET", "STOP_EXACT",
            "STOP_TEST", "STOP_PREDICTIVE"]
@@ -110,8 +110,6 @@ class MADClassifier(Defense):
     abstain_threshold : default for :meth:`predict`: abstain (``ABSTAIN`` = -1) when the top class gets
         fewer than ``threshold * n`` votes. ``None``: never abstain.
     """
-
-    randomized = True
 
     def __init__(
         self,
@@ -361,6 +359,12 @@ class MADClassifier(Defense):
             active = active[~done]
         assert counts is not None
         return AdaptiveVote(top_class(counts), counts, passes, stopped)
+
+    def contract(self) -> Contract:
+        """Randomized (fresh masks on every call); ``forward`` averages ``n_grad`` masked copies and is
+        differentiable (the masking is a multiplication); never rejects (an abstention is not a
+        detection); one component, the base classifier."""
+        return Contract(randomized=True, samples_per_forward=self.n_grad, components=("base",))
 
     def config(self) -> dict[str, object]:
         return {

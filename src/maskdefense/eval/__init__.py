@@ -9,7 +9,9 @@
 Outputs in ``out_dir``: ``records.jsonl`` (one record per (example, attack), appended atomically),
 ``run.json`` (metadata: config and its hash, checkpoint hash, defense config, threat models, attack
 specs with every parameter, seed, commit, versions, wall time), ``summary.md``/``.csv``/``.json`` and
-``acc_vs_eps.png``.
+``acc_vs_eps.png``. A defense is read through its declared contract
+(:class:`maskdefense.defenses.base.Contract`); one that rejects inputs is also scored as a detector
+(:mod:`maskdefense.eval.metrics.detection`).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from .harness import (
     evaluate, state_hash, tensor_hash,
 )
 from .records import RecordFileError, RecordStore
-from .threat import ThreatModel, make_target, parse_threats, samples_per_gradient
+from .threat import DetectorAware, ThreatModel, bound_labels, make_target, parse_threats, samples_per_gradient
 from .verify import Verification, norm_tolerance, perturbation_norms, verify_perturbation
 
 __all__ = [
     "evaluate", "Report", "ConfigMismatchError", "attack_and_verify", "AttackOutcome", "benchmark_pgd_linf",
     "derive_seed", "state_hash", "tensor_hash", "DEFAULT_SANITY", "Flag", "run_checks", "DEFENSES",
     "build_defense", "list_defenses", "parse_defense_spec", "RecordStore", "RecordFileError", "ThreatModel",
-    "make_target", "parse_threats", "samples_per_gradient", "Verification", "norm_tolerance",
+    "make_target", "parse_threats", "samples_per_gradient", "DetectorAware", "bound_labels", "Verification", "norm_tolerance",
     "perturbation_norms", "verify_perturbation",
 ]

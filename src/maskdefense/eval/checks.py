@@ -14,8 +14,8 @@ AUTOATTACK_STANDARD_ON_RANDOMIZED  warning  AutoAttack ``standard`` used adaptiv
                                             defense (AutoAttack's advice: use ``rand``)
 GRAY_BOX_ONLY                      warning  a defense evaluated without any adaptive (white-box) attack:
                                             the numbers are not white-box robustness
-NON_DIFFERENTIABLE_WITHOUT_BPDA    error    adaptive attack on a defense with non-differentiable steps
-                                            and no BPDA approximation
+NON_DIFFERENTIABLE_WITHOUT_BPDA    error    adaptive attack on a defense whose contract names
+                                            non-differentiable steps without BPDA
 UNDECLARED_RANDOMNESS              warning  outputs change between calls but the defense says it is
                                             deterministic
 ZERO_OR_NONFINITE_GRADIENTS        warn/err more than ``grad_frac`` of sampled inputs have an all-zero
@@ -24,6 +24,9 @@ PROBABILITIES_AS_LOGITS            error    model outputs look like probabilitie
                                             to 1) where attacks expect logits
 TRANSFER_STRONGER_THAN_ADAPTIVE    error    a gray-box or black-box attack leaves lower robust accuracy
                                             than the adaptive white-box attack (gradient masking)
+GRADIENT_FREE_BEATS_GRADIENT       error    a gradient-free attack (Square) leaves lower robust accuracy
+                                            than every gradient attack of the same threat, norm and eps
+                                            (gradient masking likely)
 LARGE_EPS_NOT_ZERO                 error    accuracy clearly above 0 under a white-box attack with a very
                                             large budget (Linf >= 0.5, L2 >= 0.5 sqrt(d), L1 >= 0.5 d)
 PERTURBATION_EXCEEDS_EPS           error    an attack returned examples outside its epsilon ball (counted
@@ -44,11 +47,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..defenses.base import Contract
+
 __all__ = [
     "Flag", "SEVERITIES", "gradient_stats", "output_stats", "looks_like_probabilities", "is_large_eps",
     "check_eot", "check_gray_box_only", "check_bpda", "check_randomness", "check_gradients",
-    "check_outputs", "check_transfer_vs_adaptive", "check_large_eps", "check_violations",
-    "check_complete", "run_checks",
+    "check_outputs", "check_transfer_vs_adaptive", "check_gradient_free", "check_large_eps",
+    "check_violations", "check_complete", "run_checks",
 ]
 
 SEVERITIES = ("error", "warning", "info")
@@ -148,19 +153,21 @@ def check_gray_box_only(threats: Sequence[str], defense_name: str) -> list[Flag]
                  "white-box robustness; add the adaptive threat model (--threat adaptive)")]
 
 
-def check_bpda(threats: Sequence[str], non_differentiable: bool, has_bpda: bool) -> list[Flag]:
-    if "adaptive" in threats and non_differentiable and not has_bpda:
+def check_bpda(threats: Sequence[str], contract: Contract) -> list[Flag]:
+    missing = contract.missing_bpda
+    if "adaptive" in threats and missing:
         return [Flag("NON_DIFFERENTIABLE_WITHOUT_BPDA", "error",
-                     "the defense has non-differentiable steps but no BPDA approximation (bpda_model()); "
-                     "gradients through it are meaningless", "adaptive")]
+                     f"the defense declares non-differentiable steps without BPDA ({', '.join(missing)}); "
+                     "gradients through them are meaningless (pass them through maskdefense.ops.bpda and name "
+                     "them in the contract's bpda_steps)", "adaptive")]
     return []
 
 
 def check_randomness(declared: bool, observed: bool) -> list[Flag]:
     if observed and not declared:
         return [Flag("UNDECLARED_RANDOMNESS", "warning",
-                     "the defense's outputs change between calls on the same input but it declares "
-                     "randomized=False; it is evaluated without EOT")]
+                     "the defense's outputs change between calls on the same input but its contract declares "
+                     "it deterministic (randomized=False); it is evaluated without EOT")]
     return []
 
 
@@ -225,6 +232,42 @@ def check_transfer_vs_adaptive(rows: Sequence[Mapping[str, Any]], tol: float | N
     return flags
 
 
+def _gradient_free(name: str) -> bool | None:
+    """Whether the registered attack ``name`` is gradient-free (``None``: not a registered attack)."""
+    from ..attacks import attack_def
+    from ..registry import UnknownNameError
+
+    try:
+        return attack_def(name).gradient_free
+    except UnknownNameError:
+        return None
+
+
+def check_gradient_free(rows: Sequence[Mapping[str, Any]], tol: float | None = None) -> list[Flag]:
+    """A gradient-free attack (``AttackDef.gradient_free``: Square) leaves lower robust accuracy than every
+    gradient attack of the same threat model, norm and epsilon, beyond the sampling noise: the gradients
+    mislead the gradient attacks, i.e. gradient masking is likely. Rows of unregistered attacks are
+    left out."""
+    kinds = {r["name"]: _gradient_free(r["name"]) for r in rows}
+    flags = []
+    for r in rows:
+        if not kinds[r["name"]] or r.get("robust_acc") is None:
+            continue
+        grads = [g for g in rows if kinds[g["name"]] is False and g.get("robust_acc") is not None
+                 and (g["threat"], g["norm"], g["eps"]) == (r["threat"], r["norm"], r["eps"])]
+        if not grads:
+            continue
+        best = min(grads, key=lambda g: g["robust_acc"])
+        t = _tol(best["robust_acc"], best["n"], tol)
+        if r["robust_acc"] < best["robust_acc"] - t:
+            flags.append(Flag("GRADIENT_FREE_BEATS_GRADIENT", "error",
+                              f"{r['label']}: the gradient-free attack leaves robust accuracy {r['robust_acc']:.2%}, "
+                              f"below every gradient attack at {r['norm']} eps={r['eps']:g} (best: {best['label']}, "
+                              f"{best['robust_acc']:.2%}; tolerance {t:.2%}): gradient masking likely, the "
+                              "gradient attacks' numbers overstate robustness", r["threat"], r["attack"]))
+    return flags
+
+
 def check_large_eps(rows: Iterable[Mapping[str, Any]], dim: int, defense_name: str,
                     max_acc: float = 0.1) -> list[Flag]:
     flags = []
@@ -269,9 +312,7 @@ def run_checks(
     *,
     threats: Sequence[str],
     defense_name: str,
-    randomized: bool,
-    non_differentiable: bool,
-    has_bpda: bool,
+    contract: Contract,
     dim: int,
     n: int,
     grad_frac: float = 0.1,
@@ -279,7 +320,8 @@ def run_checks(
     large_eps_max_acc: float = 0.1,
 ) -> list[Flag]:
     """All checks; ``diagnostics`` maps ``"gradients:<threat>"``, ``"outputs:<model>"`` and
-    ``"randomness"`` to the measurements recorded by the harness."""
+    ``"randomness"`` to the measurements recorded by the harness; ``contract`` is the defense's declared
+    :class:`~maskdefense.defenses.base.Contract`."""
     grads = {k.split(":", 1)[1]: v for k, v in diagnostics.items() if k.startswith("gradients:")}
     outs = {k.split(":", 1)[1]: v for k, v in diagnostics.items() if k.startswith("outputs:")}
     rnd = diagnostics.get("randomness", {})
@@ -287,12 +329,13 @@ def run_checks(
     flags += check_complete(rows, n)
     flags += check_violations(rows)
     flags += check_outputs(outs)
-    flags += check_eot(rows, randomized)
+    flags += check_eot(rows, contract.randomized)
     flags += check_gray_box_only(threats, defense_name)
-    flags += check_bpda(threats, non_differentiable, has_bpda)
-    flags += check_randomness(randomized, bool(rnd.get("observed", False)))
+    flags += check_bpda(threats, contract)
+    flags += check_randomness(contract.randomized, bool(rnd.get("observed", False)))
     flags += check_gradients(grads, grad_frac)
     flags += check_transfer_vs_adaptive(rows, transfer_tol)
+    flags += check_gradient_free(rows, transfer_tol)
     flags += check_large_eps(rows, dim, defense_name, large_eps_max_acc)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(flags, key=lambda f: order.get(f.severity, 9))

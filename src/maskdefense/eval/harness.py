@@ -2,21 +2,25 @@
 
 What it does, in order (every step resumable):
 
-1. validates the data and resolves the attack specs and threat models; computes the run's *config*
-   (defense config, hashes of the weights and the data, seed, batch size, EOT samples, repeats) and
-   refuses to continue a run directory whose ``run.json`` holds another config;
+1. validates the data and resolves the attack specs and threat models; reads the defense's declared
+   :class:`~maskdefense.defenses.base.Contract`; computes the run's *config* (defense config and
+   contract, hashes of the weights and the data, seed, batch size, EOT samples, repeats, library
+   versions); tries every defense and target call on one image; then locks the output folder and
+   refuses to continue a run directory whose records belong to another config or another plan;
 2. per batch of images: records the base model's and the defense's clean predictions (the defense
    ``repeats`` times with fresh randomness);
 3. measures gradients, output ranges and randomness of every attack target on a sample of inputs
    (records used by the integrity checks);
 4. for every (threat model, attack, batch): runs the attack against the threat model's target,
    verifies every example (budget and range: invalid examples count as failed attacks), and records
-   per example the label, the base model's, the target's and the defense's predictions and the
-   perturbation's L0/L1/L2/Linf norms and time;
+   per example the label, the base model's, the target's and the defense's predictions (and a
+   detector's score) and the perturbation's L0/L1/L2/Linf norms and time;
 5. summarizes the records into ``summary.md``/``.csv``/``.json``, ``acc_vs_eps.png`` and the flags.
 
 Determinism: batches are fixed index ranges ``[k*B, (k+1)*B)``, and every random choice of a batch is
-seeded from ``(seed, what, threat, attack, batch start)``; the records of a batch are appended in one
+seeded from ``(seed, what, threat, attack, batch start)``: the generator given to the defense and, around
+every defense, target and attack call, torch's global RNG (so a defense that ignores its generator is
+repeatable too, whatever ran before in the process); the records of a batch are appended in one
 atomic group. So a killed and resumed run recomputes exactly the missing batches with the same seeds
 and yields the same tables as an uninterrupted run. The batch size is part of the config (the
 randomness of a batch depends on its composition).
@@ -39,13 +43,15 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import AttackSpec, parse_attack_spec, parse_attacks, run_attack
-from ..defenses.base import Defense, NoDefense
-from ..provenance import atomic_write_json, atomic_write_text, run_metadata
+from ..defenses.base import Contract, Defense, NoDefense, contract_of
+from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text, library_versions, run_metadata
+from ..rundir import exclusive
+from ..spec import SpecError
 from ..validation import check_images, check_labels
 from .checks import Flag, gradient_stats, output_stats, run_checks
 from .records import RecordStore
 from .report import RowPlan, plot_acc_vs_eps, render_csv, render_markdown, summarize
-from .threat import ThreatModel, make_target, parse_threats
+from .threat import ThreatModel, bound_labels, make_target, parse_threats
 from .verify import verify_perturbation
 
 __all__ = [
@@ -56,6 +62,8 @@ __all__ = [
 FORMAT = "maskdefense-eval-v1"
 DEFAULT_SANITY = "pgd-linf:eps=0.5"
 WALL_TIME_SAVE_S = 30.0  # run.json's running wall-time total is refreshed at most this often
+#: Libraries whose versions are part of a run's config: a resume after an upgrade is refused.
+CONFIG_LIBS = ("maskdefense", "torch", "numpy", "foolbox", "pyautoattack")
 
 
 class ConfigMismatchError(RuntimeError):
@@ -151,24 +159,36 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
                 dynamic_ncols=True)
 
 
-def _predict(defense: Defense, x: Tensor, generator: torch.Generator) -> Tensor:
-    out = defense.predict(x, generator=generator)
-    if isinstance(out, tuple):
-        out = out[0]
-    return out.long().cpu()
-
-
-@torch.no_grad()
-def _argmax(model: nn.Module, x: Tensor) -> Tensor:
-    return model(x).argmax(1).cpu()
-
-
 @contextmanager
 def _fork(seed: int) -> Iterator[None]:
     """Run a block with torch's global RNG seeded to ``seed``; restore the caller's state after."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def _predict(defense: Defense, x: Tensor, *parts: Any) -> Tensor:
+    """``defense.predict`` with its generator seeded from ``parts`` and torch's global RNG too (seeded from
+    ``("global", *parts)``), so a defense that ignores the generator it is given is still repeatable."""
+    with _fork(derive_seed("global", *parts)):
+        out = defense.predict(x, generator=_gen(*parts))
+    if isinstance(out, tuple):
+        out = out[0]
+    return out.long().cpu()
+
+
+@torch.no_grad()
+def _argmax(model: nn.Module, x: Tensor, *parts: Any) -> Tensor:
+    """``model(x).argmax(1)`` with torch's global RNG seeded from ``parts``."""
+    with _fork(derive_seed("global", *parts)):
+        return model(x).argmax(1).cpu()
+
+
+@torch.no_grad()
+def _scores(defense: Defense, x: Tensor, *parts: Any) -> list[float]:
+    """The detector scores of a defense that rejects inputs, seeded like :func:`_predict`."""
+    with _fork(derive_seed("global", "score", *parts)):
+        return [float(v) for v in defense.detect(x, generator=_gen("score", *parts)).cpu()]
 
 
 def randomness_check(defense: Defense, xs: Tensor, seed: int) -> dict[str, Any]:
@@ -179,11 +199,11 @@ def randomness_check(defense: Defense, xs: Tensor, seed: int) -> dict[str, Any]:
             o1 = defense(xs)
         with _fork(derive_seed(seed, "rnd", 2)):
             o2 = defense(xs)
-    p1 = _predict(defense, xs, _gen(seed, "rnd", 3))
-    p2 = _predict(defense, xs, _gen(seed, "rnd", 4))
+    p1 = _predict(defense, xs, seed, "rnd", 3)
+    p2 = _predict(defense, xs, seed, "rnd", 4)
     fwd = not torch.equal(o1, o2)
     prd = not torch.equal(p1, p2)
-    return {"declared": bool(getattr(defense, "randomized", False)), "observed": fwd or prd,
+    return {"declared": contract_of(defense).randomized, "observed": fwd or prd,
             "forward_differs": fwd, "predict_differs": prd}
 
 
@@ -192,13 +212,22 @@ def config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def config_versions() -> dict[str, str]:
+    """The library versions that are part of a run's config (a resume after an upgrade is refused)."""
+    return {k: v for k, v in library_versions().items() if k in CONFIG_LIBS}
+
+
 def clean_records(defense: Defense, x: Tensor, y: Tensor, s: int, seed: int, repeats: int) -> list[dict[str, Any]]:
     """The clean records of the batch ``x, y`` starting at index ``s``: base and defense predictions,
-    the defense ``repeats`` times with the batch's seeded randomness."""
-    pb = _argmax(defense.base, x)
-    pd = [_predict(defense, x, _gen(seed, "clean", s, r)) for r in range(repeats)]
-    return [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i, "label": int(y[i]),
+    the defense ``repeats`` times with the batch's seeded randomness (and a detector's scores)."""
+    pb = _argmax(defense.base, x, seed, "clean-base", s)
+    pd = [_predict(defense, x, seed, "clean", s, r) for r in range(repeats)]
+    recs = [{"key": f"clean|{s + i}", "kind": "clean", "idx": s + i, "label": int(y[i]),
              "pred_base": int(pb[i]), "pred_defense": [int(p[i]) for p in pd]} for i in range(len(y))]
+    if contract_of(defense).rejects:
+        for rec, score in zip(recs, _scores(defense, x, seed, "clean", s)):
+            rec["score"] = score
+    return recs
 
 
 def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
@@ -260,7 +289,7 @@ def attack_and_verify(spec: AttackSpec | str, model: nn.Module, x: Tensor, y: Te
         x_eval = torch.where(ver.valid.view(-1, *[1] * (xb.dim() - 1)), x_adv, xb)
         outs.append(x_eval)
         valids.append(ver.valid)
-        preds.append(_argmax(model, x_eval))
+        preds.append(_argmax(model, x_eval, seed, "verify", threat, spec.key, s))
         for k, v in ver.norms.items():
             norms.setdefault(k, []).append(v)
         bar.update(1)
@@ -325,6 +354,7 @@ def evaluate(
     check_options: Mapping[str, Any] | None = None,
     paper_benign: float | None = None,
     command: str | None = None,
+    detector_weight: float = 1.0,
 ) -> Report:
     """Evaluate ``defense`` on ``data`` under ``threat`` model(s) with ``attacks``; write the results
     to ``out_dir`` and return the :class:`Report`.
@@ -348,6 +378,14 @@ def evaluate(
     attack_overrides : parameters forced on every attack of a name (``"cw-l2:steps=100"``).
     check_options : thresholds for :func:`maskdefense.eval.checks.run_checks` (``grad_frac``,
         ``transfer_tol``, ``large_eps_max_acc``).
+    detector_weight : for a defense that rejects inputs, the weight of the detector-score margin in the
+        adaptive target (:class:`~maskdefense.eval.threat.DetectorAware`); part of the config.
+
+    Nothing is written before the configuration is validated (every defense and target call is tried
+    on one image first); the output folder is then locked for the run (``BusyError`` when another run
+    holds it). Resuming is refused when the config (including the library versions) or the plan
+    (attacks, threat models, sanity attack) differs from the records' run; a ``run.json`` without
+    records binds nothing.
     """
     t_start = time.perf_counter()
     defense = _as_defense(defense).eval()
@@ -360,16 +398,15 @@ def evaluate(
     n = int(x.shape[0])
     if n == 0:
         raise ValueError("no images to evaluate")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
-        raise ValueError(f"eot_samples must be a positive int, got {eot_samples!r}")
+    for name, v in (("batch_size", batch_size), ("eot_samples", eot_samples), ("check_samples", check_samples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
     threats = parse_threats(threat)
     specs = parse_attacks(attacks, overrides=attack_overrides)
     if ThreatModel.BLACK_BOX in threats and surrogate is None:
         raise ValueError("the black-box threat model needs surrogate= (an independently trained model)")
-    randomized = bool(getattr(defense, "randomized", False))
-    repeats = repeats if repeats is not None else (3 if randomized else 1)
+    contract = contract_of(defense)
+    repeats = repeats if repeats is not None else (3 if contract.randomized else 1)
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     defense_cfg = defense.config()
@@ -377,19 +414,28 @@ def evaluate(
 
     # ---- plan: (threat, spec, is_sanity)
     plan: list[tuple[ThreatModel, AttackSpec, bool]] = [(t, s, False) for t in threats for s in specs]
-    if sanity:
-        s_spec = parse_attack_spec(sanity)
+    s_spec = parse_attack_spec(sanity) if sanity else None
+    if s_spec is not None:
         s_threat = ThreatModel.WHITE_BOX_ADAPTIVE if ThreatModel.WHITE_BOX_ADAPTIVE in threats else (
             ThreatModel.GRAY_BOX if defense_name == "none" and ThreatModel.GRAY_BOX in threats else None)
         if s_threat is not None and all(not (t == s_threat and s.key == s_spec.key) for t, s, _ in plan):
             plan.append((s_threat, AttackSpec(s_spec.name, s_spec.params, s_spec.given, s_spec.settings,
                                               label=s_spec.text), True))
+    plan_meta = {"threats": [t.value for t in threats], "attacks": list(dict.fromkeys(s.key for s in specs)),
+                 "sanity": s_spec.key if s_spec is not None else None}
+    if contract.rejects:  # the detector-aware target binds a batch's labels: attacks must use whole batches
+        partial = sorted({s.display for t, s, _ in plan if t is ThreatModel.WHITE_BOX_ADAPTIVE
+                          and s.definition.backend == "autoattack"})
+        if partial:
+            raise SpecError(f"{', '.join(partial)}: AutoAttack evaluates parts of a batch, so it cannot attack a "
+                             "defense that rejects inputs adaptively here (classifier and detector together); use "
+                             "Foolbox attacks under the adaptive threat model")
 
-    config = {
+    config: dict[str, Any] = {
         "format": FORMAT,
         "defense": defense_cfg,
         "defense_class": type(defense).__name__,
-        "randomized": randomized,
+        "contract": contract.to_dict(),
         "model_sha256": state_hash(defense),
         "surrogate_sha256": state_hash(surrogate) if surrogate is not None else None,
         "data_sha256": tensor_hash(x, y),
@@ -401,63 +447,137 @@ def evaluate(
         "eot_reduction": eot_reduction,
         "repeats": repeats,
         "check_samples": check_samples,
+        "versions": config_versions(),
     }
+    if contract.rejects:
+        config["detector_weight"] = float(detector_weight)
     config_hash = config_digest(config)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store = RecordStore(out / "records.jsonl")
-    run_path = out / "run.json"
-    previous: dict[str, Any] = {}
-    if not resume:
-        store.reset()
-        shutil.rmtree(out / "adversarial", ignore_errors=True)
-        for name in ("summary.md", "summary.csv", "summary.json", "acc_vs_eps.png", "run.json"):
-            (out / name).unlink(missing_ok=True)
-    else:
-        if run_path.exists():
-            previous = json.loads(run_path.read_text())
-            if previous.get("config_hash") != config_hash:
-                raise ConfigMismatchError(
-                    f"{out} holds a run with a different configuration ({_config_diff(previous.get('config', {}), config)}); "
-                    "use another output directory, or start over (resume=False / --fresh)")
-        elif store.path.exists() and store.path.stat().st_size > 0:
-            raise ConfigMismatchError(f"{out} holds records but no run.json; cannot check their configuration")
-        store.open()
-
     targets: dict[ThreatModel, tuple[nn.Module, dict[str, Any]]] = {
-        t: make_target(defense, t, surrogate=surrogate, eot_samples=eot_samples, eot_reduction=eot_reduction)
+        t: make_target(defense, t, surrogate=surrogate, eot_samples=eot_samples, eot_reduction=eot_reduction,
+                       detector_weight=detector_weight)
         for t in threats
     }
     for mod, _ in targets.values():
         mod.eval()
+    # every defense and target call once on one image, before anything is written: a configuration that
+    # fails at run time (a cell that does not divide the image) fails here and leaves no trace
+    _predict(defense, x[:1], seed, "probe")
+    if contract.rejects:
+        _scores(defense, x[:1], seed, "probe")
+    for t, (tgt, _) in targets.items():
+        with bound_labels(tgt, y[:1]):
+            _argmax(tgt, x[:1], seed, "probe", t.value)
 
     def row_plan(t: ThreatModel, s: AttackSpec, is_sanity: bool) -> RowPlan:
         spg = targets[t][1]["samples_per_gradient"]
         d = s.definition
-        if d.eot_param and t is ThreatModel.WHITE_BOX_ADAPTIVE and randomized:
+        if d.eot_param and t is ThreatModel.WHITE_BOX_ADAPTIVE and contract.randomized:
             spg = spg * int(s.params[d.eot_param])
         return RowPlan(t.value, s.key, s.name, s.display, s.family, s.norm, s.eps, spg, is_sanity, s.paper)
 
     plans = [row_plan(t, s, sa) for t, s, sa in plan]
-    meta = run_metadata(
-        seed, command=command, config=config, config_hash=config_hash,
-        threats=[t.value for t in threats],
-        threat_descriptions={t.value: t.description for t in threats},
-        targets={t.value: info for t, (_, info) in targets.items()},
-        attacks=[s.to_dict() for _, s, _ in plan],
-        sanity=sanity, checkpoint=dict(checkpoint_meta) if checkpoint_meta else None,
-        surrogate_checkpoint=dict(surrogate_meta) if surrogate_meta else None,
-        data=data_meta, status="running",
-        wall_time_s_previous=previous.get("wall_time_s_total", 0.0),
-        runs=int(previous.get("runs", 0)) + 1,
-    )
-    atomic_write_json(run_path, meta)
+    with exclusive(out_dir, "evaluate") as out:
+        store = RecordStore(out / "records.jsonl")
+        run_path = out / "run.json"
+        previous: dict[str, Any] = {}
+        if not resume:
+            store.reset()
+            shutil.rmtree(out / "adversarial", ignore_errors=True)
+            for name in ("summary.md", "summary.csv", "summary.json", "acc_vs_eps.png", "run.json"):
+                (out / name).unlink(missing_ok=True)
+        elif store.path.exists() and store.path.stat().st_size > 0:  # a run.json without records binds nothing
+            if not run_path.exists():
+                raise ConfigMismatchError(f"{out} holds records but no run.json; cannot check their configuration")
+            previous = json.loads(run_path.read_text())
+            if previous.get("config_hash") != config_hash:
+                raise ConfigMismatchError(
+                    f"{out} holds a run with a different configuration "
+                    f"({_config_diff(previous.get('config', {}), config)}); "
+                    "use another output directory, or start over (resume=False / --fresh)")
+            changed = _plan_diff(previous.get("plan"), plan_meta)
+            if changed:
+                raise ConfigMismatchError(
+                    f"{out} holds a run of other attacks ({changed}); resume with the same attacks, threat models "
+                    "and sanity attack, or use another output directory, or start over (resume=False / --fresh)")
+        store.open()
+        meta = run_metadata(
+            seed, command=command, config=config, config_hash=config_hash, plan=plan_meta,
+            threats=[t.value for t in threats],
+            threat_descriptions={t.value: t.description for t in threats},
+            targets={t.value: info for t, (_, info) in targets.items()},
+            attacks=[s.to_dict() for _, s, _ in plan],
+            sanity=sanity, checkpoint=dict(checkpoint_meta) if checkpoint_meta else None,
+            surrogate_checkpoint=dict(surrogate_meta) if surrogate_meta else None,
+            data=data_meta, status="running",
+            wall_time_s_previous=previous.get("wall_time_s_total", 0.0),
+            runs=int(previous.get("runs", 0)) + 1,
+        )
+        atomic_write_json(run_path, meta)
+        report = _run_tasks(defense, contract, x, y, plan, plans, targets, store, out, meta, seed=seed,
+                            repeats=repeats, batch_size=batch_size, check_samples=check_samples,
+                            save_adversarial=save_adversarial, progress=progress, t_start=t_start,
+                            check_options=check_options, defense_name=defense_name, threats=threats)
+        summary = {
+            "format": FORMAT, "config_hash": config_hash, "config": config,
+            "threats": [t.value for t in threats],
+            "threat_descriptions": {t.value: t.description for t in threats},
+            "targets": {t.value: info for t, (_, info) in targets.items()},
+            "model": _model_line(checkpoint_meta),
+            "data": data_meta or {},
+            "suite": _suite_title(attacks),
+            "paper_benign": paper_benign if paper_benign is not None else _suite_benign(attacks),
+            **report,
+            "attacks": [s.to_dict() for _, s, _ in plan],
+        }
+        write_summary(out, summary)
+        flags = [Flag(**f) for f in report["flags"]]
+        timing: dict[str, float] = {}
+        for rec in store:
+            if rec.get("kind") == "attack":
+                k = f"{rec['threat']}|{rec['attack']}"
+                timing[k] = timing.get(k, 0.0) + float(rec.get("time_s", 0.0))
+        wall = round(time.perf_counter() - t_start, 3)
+        meta.update(status="complete", wall_time_s=wall,
+                    wall_time_s_total=round(float(meta["wall_time_s_previous"]) + wall, 3),
+                    attack_seconds={k: round(v, 3) for k, v in timing.items()},
+                    records=store.n_records, repaired_records=store.repaired, flags=report["flags"])
+        atomic_write_json(run_path, meta)
+    return Report(summary["rows"], summary["clean"], flags, config, config_hash, [t.value for t in threats],
+                  summary["attacks"], out, summary)
 
-    # ---- work items
+
+def _plan_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+    """What changed between two runs' plans (threat models, attacks, sanity attack); ``""`` if nothing."""
+    if old is None:
+        return ""
+    out = []
+    if list(old.get("threats", [])) != list(new["threats"]):
+        out.append(f"threat models {','.join(old.get('threats', []))} -> {','.join(new['threats'])}")
+    added = [k for k in new["attacks"] if k not in old.get("attacks", [])]
+    removed = [k for k in old.get("attacks", []) if k not in new["attacks"]]
+    if added:
+        out.append("attacks added: " + ", ".join(added))
+    if removed:
+        out.append("attacks removed: " + ", ".join(removed))
+    if old.get("sanity") != new["sanity"]:
+        out.append(f"sanity attack {old.get('sanity') or 'none'} -> {new['sanity'] or 'none'}")
+    return "; ".join(out)
+
+
+def _run_tasks(defense: Defense, contract: Contract, x: Tensor, y: Tensor,
+               plan: list[tuple[ThreatModel, AttackSpec, bool]], plans: list[RowPlan],
+               targets: Mapping[ThreatModel, tuple[nn.Module, dict[str, Any]]], store: RecordStore, out: Path,
+               meta: dict[str, Any], *, seed: int, repeats: int, batch_size: int, check_samples: int,
+               save_adversarial: bool, progress: bool, t_start: float, check_options: Mapping[str, Any] | None,
+               defense_name: str, threats: list[ThreatModel]) -> dict[str, Any]:
+    """The missing work items of an :func:`evaluate` run (clean, diagnostics, attacks), then the summary's
+    numbers and flags from the records: ``{"clean", "rows", "flags", "diagnostics"}``."""
+    n = int(x.shape[0])
     chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     m = min(n, check_samples)
     base = defense.base
+    run_path = out / "run.json"
 
     def clean_task(s: int, e: int) -> None:
         store.append_group(f"clean|{s}", clean_records(defense, x[s:e], y[s:e], s, seed, repeats))
@@ -470,23 +590,25 @@ def evaluate(
     def attack_task(t: ThreatModel, spec: AttackSpec, s: int, e: int) -> None:
         target = targets[t][0]
         xb, yb = x[s:e], y[s:e]
-        x_adv, ver, dt = _attack_batch(spec, target, xb, yb, derive_seed(seed, "attack", t.value, spec.key, s))
-        x_eval = torch.where(ver.valid.view(-1, *[1] * (xb.dim() - 1)), x_adv, xb)
-        pb = _argmax(base, x_eval)
-        with _fork(derive_seed(seed, "target", t.value, spec.key, s)):
-            pt = _argmax(target, x_eval)
-        pd = [_predict(defense, x_eval, _gen(seed, "defense", t.value, spec.key, s, r)) for r in range(repeats)]
+        with bound_labels(target, yb):
+            x_adv, ver, dt = _attack_batch(spec, target, xb, yb, derive_seed(seed, "attack", t.value, spec.key, s))
+            x_eval = torch.where(ver.valid.view(-1, *[1] * (xb.dim() - 1)), x_adv, xb)
+            with _fork(derive_seed(seed, "target", t.value, spec.key, s)), torch.no_grad():
+                pt = target(x_eval).argmax(1).cpu()
+        pb = _argmax(base, x_eval, seed, "base", t.value, spec.key, s)
+        pd = [_predict(defense, x_eval, seed, "defense", t.value, spec.key, s, r) for r in range(repeats)]
+        scores = _scores(defense, x_eval, seed, "defense", t.value, spec.key, s) if contract.rejects else None
         group = f"attack|{t.value}|{spec.key}|{s}"
         adv_file = None
         if save_adversarial:
             from safetensors.torch import save as st_save
 
-            from ..provenance import atomic_write_bytes
-
             rel = Path("adversarial") / t.value / _slug(spec) / f"{s:07d}.safetensors"
+            # one metadata key: safetensors writes several in varying order (identical work, different bytes)
             blob = st_save({"x_adv": x_adv.cpu().contiguous(), "valid": ver.valid.cpu(),
                             "idx": torch.arange(s, e), "labels": yb.cpu()},
-                           metadata={"attack": spec.key, "threat": t.value, "start": str(s)})
+                           metadata={"maskdefense": json.dumps({"attack": spec.key, "threat": t.value, "start": s},
+                                                               sort_keys=True)})
             atomic_write_bytes(out / rel, blob)
             adv_file = rel.as_posix()
         per = dt / (e - s)
@@ -500,10 +622,18 @@ def evaluate(
                 "pred_base_adv": int(pb[i]), "pred_target_adv": int(pt[i]),
                 "pred_defense_adv": [int(p[i]) for p in pd], "time_s": round(per, 6),
             }
+            if scores is not None:
+                rec["score_adv"] = scores[i]
             if adv_file:
                 rec["adv_file"] = adv_file
             recs.append(rec)
         store.append_group(group, recs)
+
+    def target_diag(tgt: nn.Module, fn: Callable[[nn.Module], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            with bound_labels(tgt, y[:m]):
+                return fn(tgt)
+        return run
 
     tasks: list[tuple[str, Callable[[], None]]] = []
     for s, e in chunks:
@@ -515,9 +645,9 @@ def evaluate(
     ]
     for t in threats:
         tgt = targets[t][0]
-        diag.append((f"gradients:{t.value}", lambda tgt=tgt: gradient_stats(tgt, x[:m], y[:m])))
+        diag.append((f"gradients:{t.value}", target_diag(tgt, lambda g: gradient_stats(g, x[:m], y[:m]))))
         if t is not ThreatModel.GRAY_BOX:
-            diag.append((f"outputs:target:{t.value}", lambda tgt=tgt: output_stats(_no_grad(tgt, x[:m]))))
+            diag.append((f"outputs:target:{t.value}", target_diag(tgt, lambda g: output_stats(_no_grad(g, x[:m])))))
     for name, fn in diag:
         if f"diag|{name}" not in store.done_groups:
             tasks.append(("checks", lambda name=name, fn=fn: diag_task(name, fn)))
@@ -541,40 +671,10 @@ def evaluate(
         bar.close()
 
     # ---- summary from records only
-    clean, rows, diagnostics = summarize(store, plans, n=n, repeats=repeats)
-    opts = dict(check_options or {})
-    flags = run_checks(
-        rows, diagnostics, threats=[t.value for t in threats], defense_name=defense_name,
-        randomized=randomized, non_differentiable=bool(getattr(defense, "non_differentiable", False)),
-        has_bpda=callable(getattr(defense, "bpda_model", None)), dim=int(x[0].numel()), n=n, **opts)
-    summary = {
-        "format": FORMAT, "config_hash": config_hash, "config": config,
-        "threats": [t.value for t in threats],
-        "threat_descriptions": {t.value: t.description for t in threats},
-        "targets": {t.value: info for t, (_, info) in targets.items()},
-        "model": _model_line(checkpoint_meta),
-        "data": data_meta or {},
-        "suite": _suite_title(attacks),
-        "paper_benign": paper_benign if paper_benign is not None else _suite_benign(attacks),
-        "clean": clean, "rows": rows, "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics,
-        "attacks": [s.to_dict() for _, s, _ in plan],
-    }
-    write_summary(out, summary)
-
-    timing: dict[str, float] = {}
-    for rec in store:
-        if rec.get("kind") == "attack":
-            k = f"{rec['threat']}|{rec['attack']}"
-            timing[k] = timing.get(k, 0.0) + float(rec.get("time_s", 0.0))
-    wall = round(time.perf_counter() - t_start, 3)
-    meta.update(status="complete", wall_time_s=wall,
-                wall_time_s_total=round(float(meta["wall_time_s_previous"]) + wall, 3),
-                attack_seconds={k: round(v, 3) for k, v in timing.items()},
-                records=store.n_records, repaired_records=store.repaired,
-                flags=[f.to_dict() for f in flags])
-    atomic_write_json(run_path, meta)
-    return Report(rows, clean, flags, config, config_hash, [t.value for t in threats],
-                  summary["attacks"], out, summary)
+    clean, rows, diagnostics = summarize(store, plans, n=n, repeats=repeats, rejects=contract.rejects)
+    flags = run_checks(rows, diagnostics, threats=[t.value for t in threats], defense_name=defense_name,
+                       contract=contract, dim=int(x[0].numel()), n=n, **dict(check_options or {}))
+    return {"clean": clean, "rows": rows, "flags": [f.to_dict() for f in flags], "diagnostics": diagnostics}
 
 
 @torch.no_grad()

@@ -10,6 +10,11 @@ examples, ``defense_acc`` the defense's (mean and std over ``repeats`` evaluatio
 randomness), ``improvement = defense_acc - attack_acc``. ``robust_acc`` is RobustBench style over all
 ``n`` images: an image counts when the defense is right on it clean *and* adversarial (per repeat).
 An abstention (prediction -1) counts as wrong.
+
+A defense that may reject inputs (its contract says ``rejects``) is also scored as a detector
+(:mod:`maskdefense.eval.metrics.detection`): its ``defense_acc`` and ``robust_acc`` count a rejected
+adversarial example as defended (an attack succeeds only when the example is misclassified and not
+rejected); the ``*_rejected_failed`` columns count it as failed; a rejected clean image is wrong in both.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .metrics.detection import detection_metrics
 
-__all__ = ["RowPlan", "summarize", "render_markdown", "render_csv", "plot_acc_vs_eps", "CSV_COLUMNS", "pct"]
+__all__ = ["RowPlan", "summarize", "render_markdown", "render_csv", "plot_acc_vs_eps", "CSV_COLUMNS",
+           "DETECTION_COLUMNS", "pct"]
 
 
 @dataclass(frozen=True)
@@ -56,14 +63,16 @@ def _r(v: float | None) -> float | None:
     return round(float(v), 6)
 
 
-def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *, n: int,
-              repeats: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Clean summary, one row per plan, and the diagnostics -- from the records alone."""
+def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *, n: int, repeats: int,
+              rejects: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Clean summary, one row per plan, and the diagnostics -- from the records alone. ``rejects``: the
+    defense may reject inputs (detector metrics from the records' ``score``/``score_adv``)."""
     labels = np.full(n, -1, dtype=np.int64)
     base_ok = np.zeros(n, dtype=bool)
     def_ok = np.zeros((n, repeats), dtype=bool)
     abstain = np.zeros((n, repeats), dtype=bool)
     have_clean = np.zeros(n, dtype=bool)
+    clean_score = np.full(n, np.nan)
     wanted = {(p.threat, p.spec_key): i for i, p in enumerate(plans)}
     cols: list[list[tuple[Any, ...]]] = [[] for _ in plans]
     diagnostics: dict[str, dict[str, Any]] = {}
@@ -79,13 +88,15 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
             def_ok[i] = preds == rec["label"]
             abstain[i] = preds == -1
             have_clean[i] = True
+            clean_score[i] = rec.get("score", np.nan)
         elif kind == "attack":
             j = wanted.get((rec["threat"], rec["attack"]))
             if j is None:
                 continue
             nrm = rec["norms"][plans[j].norm] if plans[j].norm in rec["norms"] else float("nan")
             cols[j].append((rec["idx"], rec["label"], rec["valid"], rec["eps_ok"], rec["range_ok"],
-                            rec["pred_base_adv"], rec["pred_target_adv"], tuple(rec["pred_defense_adv"][:repeats]), nrm))
+                            rec["pred_base_adv"], rec["pred_target_adv"], tuple(rec["pred_defense_adv"][:repeats]), nrm,
+                            rec.get("score_adv", np.nan)))
         elif kind == "diag":
             diagnostics[rec["name"]] = {k: v for k, v in rec.items() if k not in ("key", "kind", "name", "group", "group_size")}
     n_clean = int(have_clean.sum())
@@ -102,6 +113,8 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
         "defense_clean_acc_on_correct": _mean_std(def_ok[have_clean & base_ok].mean(0))[0]
         if (have_clean & base_ok).any() else None,
     }
+    if rejects:
+        clean["false_positive_rate"] = clean["defense_abstain_rate"]
     rows = []
     for p, col in zip(plans, cols):
         col.sort(key=lambda t: t[0])
@@ -112,8 +125,8 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
         range_ok = np.array([t[4] for t in col], dtype=bool)
         b_adv = np.array([t[5] for t in col], dtype=np.int64) == lab
         t_adv = np.array([t[6] for t in col], dtype=np.int64) == lab
-        d_adv = (np.array([t[7] for t in col], dtype=np.int64).reshape(len(col), repeats) == lab[:, None]) \
-            if col else np.zeros((0, repeats), dtype=bool)
+        d_pred = np.array([t[7] for t in col], dtype=np.int64).reshape(len(col), repeats)
+        d_adv = (d_pred == lab[:, None]) | (rejects & (d_pred == -1))  # a detector's rejection defends
         norms = np.array([t[8] for t in col], dtype=np.float64)
         correct = base_ok[idx] if col else np.zeros(0, dtype=bool)
         nc = int(correct.sum())
@@ -137,6 +150,10 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
             "max_norm": _r(float(np.nanmax(norms))) if norms.size and np.isfinite(norms).any() else None,
             "paper_attack": (p.paper or {}).get("attack"), "paper_defense": (p.paper or {}).get("defense"),
         })
+        if rejects:
+            det = detection_metrics(lab, def_ok[idx], d_pred, correct, clean_score[have_clean],
+                                    np.array([t[9] for t in col], dtype=np.float64))
+            rows[-1].update({k: v for k, v in det.items() if not k.endswith("_rejected_defended")})
     return clean, rows, diagnostics
 
 
@@ -201,7 +218,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     w("## Protocol" + (f": {summary['suite']}" if summary.get("suite") else "") + "\n\n")
     w("Adversarial examples from the test images the base model classifies correctly. Attack = the base "
       "model (no defense) on the adversarial examples; Defense = the defense on the same examples; "
-      "Improvement = Defense - Attack.\n\n")
+      "Improvement = Defense - Attack."
+      + (" The defense may reject inputs: a rejected adversarial example counts as defended here, as failed in "
+         "the Detection section." if clean.get("false_positive_rate") is not None else "") + "\n\n")
     head = ["Attack", "eps"] + (["paper Attack", "paper Defense"] if has_paper else [])
     for t in threats:
         head += [f"{t} Attack", f"{t} Defense", f"{t} Impr."]
@@ -236,6 +255,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         cells.append(str(inval))
         w("| " + " | ".join(cells) + " |\n")
 
+    if clean.get("false_positive_rate") is not None:
+        _render_detection(w, summary, order, by)
+
     w("\n## Threat models\n\n")
     for t in threats:
         info = summary.get("targets", {}).get(t, {})
@@ -254,6 +276,31 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         params = ", ".join(f"{k}={_val(v)}" for k, v in a["params"].items())
         w(f"| {a['label']} | {a['implementation']} | {params} |\n")
     return out.getvalue()
+
+
+def _render_detection(w: Any, summary: Mapping[str, Any], order: Sequence[tuple[str, str, Mapping[str, Any]]],
+                      by: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
+    clean = summary["clean"]
+    thr = (summary["config"].get("contract") or {}).get("reject_threshold")
+    w("\n## Detection\n\n")
+    w(f"The defense rejects inputs whose detector score exceeds its threshold ({thr}). False-positive rate on the "
+      f"clean images: {pct(clean['false_positive_rate'])}. Detection rate = the share of the attacked images' "
+      "adversarial examples it rejects (at its threshold); AUC = area under the ROC curve of the detector scores, "
+      "adversarial vs clean (the curve is in summary.json). Accuracy under both conventions: a rejected "
+      "adversarial example counted as defended (the tables above: an attack succeeds only when the example is "
+      "misclassified and not rejected) or as failed; a rejected clean image is wrong in both.\n\n")
+    head = ["Attack", "threat", "detection rate", "AUC", "Defense (rejected = defended)",
+            "Defense (rejected = failed)", "robust (rejected = defended)", "robust (rejected = failed)"]
+    w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    for key, label, _ in order:
+        for t in summary["threats"]:
+            r = by.get((t, key))
+            if r is None or "detection_rate" not in r:
+                continue
+            auc = r.get("detection_auc")
+            w("| " + " | ".join([label, t, pct(r["detection_rate"]), "-" if auc is None else f"{auc:.3f}",
+                                 pct(r["defense_acc"]), pct(r.get("defense_acc_rejected_failed")),
+                                 pct(r["robust_acc"]), pct(r.get("robust_acc_rejected_failed"))]) + " |\n")
 
 
 def _val(v: Any) -> str:
@@ -276,15 +323,19 @@ CSV_COLUMNS = [
     "base_robust_acc", "target_acc", "n_invalid", "n_eps_violations", "n_range_violations", "mean_norm",
     "max_norm", "samples_per_gradient", "sanity", "paper_attack", "paper_defense", "attack",
 ]
+#: Extra CSV columns of a defense that rejects inputs (see the module docstring for the conventions).
+DETECTION_COLUMNS = ["false_positive_rate", "detection_rate", "detection_auc", "defense_acc_rejected_failed",
+                     "robust_acc_rejected_failed"]
 
 
 def render_csv(summary: Mapping[str, Any]) -> str:
     out = io.StringIO()
-    wr = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    wr.writeheader()
     clean = summary["clean"]
+    columns = CSV_COLUMNS + (DETECTION_COLUMNS if "false_positive_rate" in clean else [])
+    wr = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    wr.writeheader()
     for r in summary["rows"]:
-        row = {k: r.get(k) for k in CSV_COLUMNS}
+        row = {k: r.get(k, clean.get(k)) for k in columns}
         row["base_clean_acc"] = clean["base_clean_acc"]
         row["defense_clean_acc"] = clean["defense_clean_acc"]
         row["defense_clean_std"] = clean["defense_clean_std"]

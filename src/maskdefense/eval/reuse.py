@@ -22,11 +22,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from ..defenses.base import Contract, contract_of
 from ..provenance import atomic_write_json, run_metadata
+from ..rundir import exclusive
 from ..validation import check_images, check_labels
 from .checks import run_checks
-from .harness import (FORMAT, ConfigMismatchError, Report, _as_defense, _gen, _predict, _progress, _unpack,
-                      clean_records, config_digest, randomness_check, state_hash, tensor_hash, write_summary)
+from .harness import (FORMAT, ConfigMismatchError, Report, _as_defense, _predict, _progress, _scores, _unpack,
+                      clean_records, config_digest, config_versions, randomness_check, state_hash, tensor_hash,
+                      write_summary)
 from .records import RecordStore
 from .report import RowPlan, summarize
 
@@ -42,7 +45,8 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
     ``source`` (made with ``save_adversarial=True`` on the same ``data``); write a run to ``out_dir``.
 
     Refused (``ConfigMismatchError``) when ``source`` is incomplete, stored no examples, was made on
-    other data, or when ``defense`` does not share its base network's weights.
+    other data, or when ``defense`` does not share its base network's weights. ``out_dir`` is locked for
+    the run (``BusyError`` when another run holds it); its ``run.json`` binds only when records exist.
     """
     t_start = time.perf_counter()
     src = Path(source)
@@ -60,31 +64,18 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
         raise ConfigMismatchError(f"the defense's weights differ from the base network of {src}: its adversarial "
                                   "examples were not made against this model")
     seed = int(old_cfg["seed"] if seed is None else seed)
-    randomized = bool(getattr(defense, "randomized", False))
-    repeats = repeats if repeats is not None else (3 if randomized else 1)
+    contract = contract_of(defense)
+    repeats = repeats if repeats is not None else (3 if contract.randomized else 1)
     n, bs = int(old_cfg["n"]), int(old_cfg["batch_size"])
     old_rows = [r for r in summary_old["rows"] if r["threat"] in REUSABLE_THREATS]
     plans = [RowPlan(r["threat"], r["attack"], r["name"], r["label"], r["family"], r["norm"], r["eps"],
                      r["samples_per_gradient"], r["sanity"],
                      {"attack": r.get("paper_attack"), "defense": r.get("paper_defense")}) for r in old_rows]
-    config = {**old_cfg, "format": FORMAT, "defense": defense.config(), "defense_class": type(defense).__name__,
-              "randomized": randomized, "repeats": repeats, "seed": seed, "reused_from": run["config_hash"]}
+    config = {**{k: v for k, v in old_cfg.items() if k != "randomized"}, "format": FORMAT,
+              "defense": defense.config(), "defense_class": type(defense).__name__, "contract": contract.to_dict(),
+              "repeats": repeats, "seed": seed, "versions": config_versions(), "reused_from": run["config_hash"]}
     config_hash = config_digest(config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    run_path = out / "run.json"
-    previous: dict[str, Any] = json.loads(run_path.read_text()) if run_path.exists() else {}
-    if previous and previous.get("config_hash") != config_hash:
-        raise ConfigMismatchError(f"{out} holds a run with a different configuration; use another directory")
-    store = RecordStore(out / "records.jsonl").open()
-    meta = run_metadata(seed, command=command, config=config, config_hash=config_hash, source_run=str(src),
-                        source_config_hash=run["config_hash"], threats=sorted({p.threat for p in plans}),
-                        threat_descriptions={k: v for k, v in run.get("threat_descriptions", {}).items()
-                                             if k in REUSABLE_THREATS},
-                        checkpoint=run.get("checkpoint"), data=data_meta, status="running",
-                        wall_time_s_previous=previous.get("wall_time_s_total", 0.0))
-    atomic_write_json(run_path, meta)
-
+    _predict(defense, x[:1], seed, "probe")  # a defense that fails at run time fails before anything is written
     groups: dict[str, list[dict[str, Any]]] = {}
     diags: list[dict[str, Any]] = []  # the attack targets' (unchanged) diagnostics are copied
     for rec in RecordStore(src / "records.jsonl").open():
@@ -94,6 +85,33 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
             groups.setdefault(f"attack|{rec['threat']}|{rec['attack']}|{rec['idx'] // bs * bs}", []).append(rec)
         elif rec.get("kind") == "diag" and rec["name"] != "randomness":
             diags.append(rec)
+    with exclusive(out_dir, "reevaluate") as out:
+        return _reevaluate(defense, contract, x, y, data_meta, src, run, summary_old, plans, groups, diags, config,
+                           config_hash, out, n=n, bs=bs, seed=seed, repeats=repeats, progress=progress,
+                           command=command, t_start=t_start)
+
+
+def _reevaluate(defense: torch.nn.Module, contract: Contract, x: torch.Tensor, y: torch.Tensor, data_meta: Any,
+                src: Path, run: dict[str, Any], summary_old: dict[str, Any], plans: list[RowPlan],
+                groups: dict[str, list[dict[str, Any]]], diags: list[dict[str, Any]], config: dict[str, Any],
+                config_hash: str, out: Path, *, n: int, bs: int, seed: int, repeats: int, progress: bool,
+                command: str | None, t_start: float) -> Report:
+    old_cfg = run["config"]
+    run_path = out / "run.json"
+    store = RecordStore(out / "records.jsonl")
+    has_records = store.path.exists() and store.path.stat().st_size > 0
+    previous: dict[str, Any] = json.loads(run_path.read_text()) if has_records and run_path.exists() else {}
+    if has_records and previous.get("config_hash") != config_hash:
+        raise ConfigMismatchError(f"{out} holds a run with a different configuration; use another directory")
+    store.open()
+    meta = run_metadata(seed, command=command, config=config, config_hash=config_hash, source_run=str(src),
+                        source_config_hash=run["config_hash"], threats=sorted({p.threat for p in plans}),
+                        threat_descriptions={k: v for k, v in run.get("threat_descriptions", {}).items()
+                                             if k in REUSABLE_THREATS},
+                        checkpoint=run.get("checkpoint"), data=data_meta, status="running",
+                        wall_time_s_previous=previous.get("wall_time_s_total", 0.0))
+    atomic_write_json(run_path, meta)
+
     for rec in diags:
         if f"diag|{rec['name']}" not in store.done_groups:
             store.append_group(f"diag|{rec['name']}", [{k: v for k, v in rec.items() if k not in ("group", "group_size")}])
@@ -116,16 +134,20 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
         xb = x[s:s + len(stored["idx"])]
         x_eval = torch.where(stored["valid"].view(-1, *[1] * (xb.dim() - 1)), stored["x_adv"], xb)
         _, threat, key, _ = group.split("|", 3)
-        pd = [_predict(defense, x_eval, _gen(seed, "defense", threat, key, s, r)) for r in range(repeats)]
-        store.append_group(group, [{**{k: v for k, v in rec.items() if k not in ("group", "group_size")},
-                                    "pred_defense_adv": [int(p[rec["idx"] - s]) for p in pd]} for rec in recs])
+        pd = [_predict(defense, x_eval, seed, "defense", threat, key, s, r) for r in range(repeats)]
+        new = [{**{k: v for k, v in rec.items() if k not in ("group", "group_size", "score_adv")},
+                "pred_defense_adv": [int(p[rec["idx"] - s]) for p in pd]} for rec in recs]
+        if contract.rejects:
+            scores = _scores(defense, x_eval, seed, "defense", threat, key, s)
+            for rec in new:
+                rec["score_adv"] = scores[rec["idx"] - s]
+        store.append_group(group, new)
         bar.update(1)
     bar.close()
 
-    clean, rows, diagnostics = summarize(store, plans, n=n, repeats=repeats)
+    clean, rows, diagnostics = summarize(store, plans, n=n, repeats=repeats, rejects=contract.rejects)
     flags = run_checks(rows, diagnostics, threats=meta["threats"], defense_name=str(config["defense"].get("defense")),
-                       randomized=randomized, non_differentiable=False, has_bpda=False,
-                       dim=int(x[0].numel()), n=n)
+                       contract=contract, dim=int(x[0].numel()), n=n)
     summary = {**{k: summary_old.get(k) for k in ("model", "targets", "suite")}, "format": FORMAT, "config_hash": config_hash,
                "config": config, "threats": meta["threats"], "threat_descriptions": meta["threat_descriptions"],
                "data": data_meta or {}, "paper_benign": summary_old.get("paper_benign"), "clean": clean, "rows": rows,

@@ -6,20 +6,24 @@ gray-box      (= oblivious) adversarial examples made against the *base* network
 black-box     transfer: made against an independently trained *surrogate* model.
 adaptive      white-box: made against the *whole defense* end to end, with EOT over its randomness
               (a stated number of samples per gradient) and BPDA through non-differentiable steps
-              (Athalye et al. 2018; Tramer et al. 2020).
+              (Athalye et al. 2018; Tramer et al. 2020); a defense that rejects inputs is attacked
+              together with its detector (Carlini and Wagner 2017).
 ============  ==========================================================================================
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from ..defenses.base import Defense, contract_of
 from ..ops.eot import EOT
 
-__all__ = ["ThreatModel", "parse_threats", "make_target", "samples_per_gradient"]
+__all__ = ["ThreatModel", "parse_threats", "make_target", "samples_per_gradient", "DetectorAware", "bound_labels"]
 
 
 class ThreatModel(str, enum.Enum):
@@ -80,24 +84,83 @@ def parse_threats(value: "str | ThreatModel | Iterable[str | ThreatModel]") -> l
 
 def samples_per_gradient(defense: nn.Module, eot_samples: int) -> int:
     """Random samples averaged per gradient of the adaptive target: the harness's EOT samples times
-    the defense's own averaging (``n_grad`` of a MAD classifier's forward)."""
-    if not getattr(defense, "randomized", False):
-        return 1
-    return int(eot_samples) * int(getattr(defense, "n_grad", 1) or 1)
+    the samples one forward of the defense averages (its contract's ``samples_per_forward``)."""
+    c = contract_of(defense)
+    return int(eot_samples) * c.samples_per_forward if c.randomized else 1
+
+
+class DetectorAware(nn.Module):
+    """The adaptive target of a defense that may reject inputs: classifier and detector attacked together.
+
+    Carlini and Wagner's construction (2017) adds to the classifier's logits ``Z`` a class "detected"
+    whose logit ``G = max_j Z_j + weight * (detect(x) - threshold)`` is the largest exactly when the
+    detector rejects. For untargeted attacks the detected class is merged into the true class ``y``,
+    ``H_y = logsumexp(Z_y, G)`` (``H_i = Z_i`` otherwise): an attack that moves away from ``y`` must also
+    stay under the threshold, a rejected example counting as correctly classified. The pressure acts
+    only where the classifier is already fooled, and its gradient flows only through the detector
+    (``max_j Z_j`` is detached): the attack first changes the label, then leaves the detector's reach
+    (the selective variant of Bryniarski et al. 2022); where the label is still right, ``H = Z``.
+
+    The labels are bound per batch with :func:`bound_labels`; the attack must call the model on whole
+    batches (Foolbox and our attacks do; AutoAttack evaluates subsets and is refused with a clear error).
+    """
+
+    def __init__(self, defense: nn.Module, threshold: float, weight: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError(f"detector weight must be a positive number, got {weight!r}")
+        self.defense = defense
+        self.threshold = float(threshold)
+        self.weight = float(weight)
+        self.labels: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.labels
+        if y is None:
+            raise RuntimeError("the detector-aware target needs the batch's labels (maskdefense.eval.threat.bound_labels)")
+        if x.shape[0] != y.shape[0]:
+            raise RuntimeError(f"the detector-aware target is bound to {y.shape[0]} labels but was called on "
+                               f"{x.shape[0]} inputs: the attack evaluates parts of a batch (AutoAttack does), so "
+                               "it cannot attack a detector adaptively here; use a Foolbox attack")
+        z = self.defense(x)
+        det = z.max(dim=1).values.detach() + self.weight * (self.defense.detect(x) - self.threshold)
+        y = y.to(z.device).view(-1, 1)
+        z_y = z.gather(1, y)[:, 0]
+        merged = torch.where(z.argmax(dim=1) != y[:, 0], torch.logsumexp(torch.stack([z_y, det]), dim=0), z_y)
+        return z.scatter(1, y, merged[:, None])
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold:g}, weight={self.weight:g}"
+
+
+@contextmanager
+def bound_labels(target: nn.Module, y: Tensor) -> Iterator[nn.Module]:
+    """Bind the labels ``y`` of the batch to every :class:`DetectorAware` part of ``target`` for the block
+    (a no-op for other targets)."""
+    parts = [m for m in target.modules() if isinstance(m, DetectorAware)]
+    for m in parts:
+        m.labels = y
+    try:
+        yield target
+    finally:
+        for m in parts:
+            m.labels = None
 
 
 def make_target(defense: nn.Module, threat: ThreatModel, *, surrogate: nn.Module | None = None,
-                eot_samples: int = 1, eot_reduction: str = "logprob") -> tuple[nn.Module, dict[str, Any]]:
+                eot_samples: int = 1, eot_reduction: str = "logprob",
+                detector_weight: float = 1.0) -> tuple[nn.Module, dict[str, Any]]:
     """The model an attack differentiates under ``threat``, and a description of it.
 
-    gray-box: ``defense.base``; black-box: ``surrogate``; adaptive: the defense's forward (or its
-    ``bpda_model()`` if it defines one, for defenses with non-differentiable steps), wrapped in
-    :class:`~maskdefense.attacks.EOT` with ``eot_samples`` when the defense is randomized and
+    gray-box: ``defense.base``; black-box: ``surrogate``; adaptive: the defense's forward end to end
+    (BPDA through the steps its contract names is applied inside that forward), for a detector combined
+    with its detector (:class:`DetectorAware`, weight ``detector_weight``), wrapped in
+    :class:`~maskdefense.ops.eot.EOT` with ``eot_samples`` when the contract says randomized and
     ``eot_samples > 1``.
     """
     threat = ThreatModel.parse(threat)
     if threat is ThreatModel.GRAY_BOX:
-        base = getattr(defense, "base", defense)
+        base = defense.base if isinstance(defense, Defense) else defense
         return base, {"threat": threat.value, "target": "base model (no defense)", "samples_per_gradient": 1,
                       "eot_samples": 1, "bpda": None}
     if threat is ThreatModel.BLACK_BOX:
@@ -105,17 +168,21 @@ def make_target(defense: nn.Module, threat: ThreatModel, *, surrogate: nn.Module
             raise ValueError("the black-box threat model needs a surrogate model (independently trained)")
         return surrogate, {"threat": threat.value, "target": "surrogate model", "samples_per_gradient": 1,
                            "eot_samples": 1, "bpda": None}
+    c = contract_of(defense)
     target: nn.Module = defense
-    bpda = None
-    if callable(getattr(defense, "bpda_model", None)):
-        target = defense.bpda_model()  # type: ignore[operator]
-        bpda = "defense.bpda_model()"
-    randomized = bool(getattr(defense, "randomized", False))
-    if randomized and eot_samples > 1:
+    what = "defense end to end"
+    if c.rejects:
+        assert c.reject_threshold is not None
+        target = DetectorAware(defense, c.reject_threshold, detector_weight)
+        what = "defense end to end, classifier and detector together (a rejected example counts as a failed attack)"
+    if c.randomized and eot_samples > 1:
         target = EOT(target, eot_samples, eot_reduction).eval()
-    return target, {
-        "threat": threat.value, "target": "defense end to end", "eot_samples": int(eot_samples) if randomized else 1,
-        "eot_reduction": eot_reduction, "defense_samples_per_forward": int(getattr(defense, "n_grad", 1) or 1),
-        "samples_per_gradient": samples_per_gradient(defense, eot_samples), "bpda": bpda,
-        "non_differentiable": bool(getattr(defense, "non_differentiable", False)),
+    info: dict[str, Any] = {
+        "threat": threat.value, "target": what, "eot_samples": int(eot_samples) if c.randomized else 1,
+        "eot_reduction": eot_reduction, "defense_samples_per_forward": c.samples_per_forward,
+        "samples_per_gradient": samples_per_gradient(defense, eot_samples),
+        "bpda": ", ".join(c.bpda_steps) or None, "non_differentiable": list(c.non_differentiable),
     }
+    if c.rejects:
+        info["detector"] = {"threshold": c.reject_threshold, "weight": float(detector_weight)}
+    return target, info
