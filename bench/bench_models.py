@@ -1,11 +1,11 @@
 """Benchmark (issue "Foundation"): training and inference throughput of every registered model,
 library path against a plain hand-written PyTorch loop of the same model.
 
-* library, training: ``maskdefense.train.Trainer(...).train_epoch`` (Adam, lr 1e-3, no transform) on an
+* library, training: ``maskdefense.training.loop.Trainer(...).train_epoch`` (Adam, lr 1e-3, no transform) on an
   in-memory tensor dataset;
 * plain, training: the textbook loop -- randperm, index, forward, cross_entropy, zero_grad, backward,
   Adam step (lr 1e-3);
-* library, inference: ``maskdefense.train.predict_labels``;
+* library, inference: ``maskdefense.training.predict.predict_labels``;
 * plain, inference: ``torch.no_grad()`` forward in batches + argmax.
 
 Both paths use the same ``nn.Module`` object, the same images (uniform random in [0, 1], random labels:
