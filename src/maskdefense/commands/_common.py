@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -47,44 +47,25 @@ def _number(kind: type, text: str) -> Any:
     return v
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    v = _number(int, text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _bounded(kind: type, ok: Callable[[float], bool], rule: str) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` for which ``ok`` holds, else "must <rule>"."""
+
+    def parse(text: str) -> Any:
+        v = _number(kind, text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must {rule}, got {v:g}")
+        return v
+
+    parse.__name__ = parse.__qualname__ = rule.replace(" ", "_")
+    parse.__doc__ = f"argparse type: {'an integer' if kind is int else 'a finite number'} that must {rule}."
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    v = _number(int, text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    v = _number(float, text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    v = _number(float, text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
-    return v
-
-
-def unit_interval(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    v = _number(float, text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v:g}")
-    return v
+positive_int = _bounded(int, lambda v: v >= 1, "be >= 1")
+nonnegative_int = _bounded(int, lambda v: v >= 0, "be >= 0")
+positive_float = _bounded(float, lambda v: v > 0, "be > 0")
+nonnegative_float = _bounded(float, lambda v: v >= 0, "be >= 0")
+unit_interval = _bounded(float, lambda v: 0.0 <= v <= 1.0, "lie in [0, 1]")
 
 
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
