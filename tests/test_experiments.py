@@ -66,7 +66,7 @@ def _is_fraction_of(v, n):
 
 def test_votes_study_quick(runs, tmp_path, capsys):
     from maskdefense.defenses.mad import MADClassifier
-    from maskdefense.experiments.common import seeded
+    from maskdefense.seeding import seeded
     from maskdefense.training.presets import create_preset
 
     out = tmp_path / "votes"

@@ -41,11 +41,18 @@ def load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
-    _plugins_loaded = True
     from importlib.metadata import entry_points
 
-    for ep in sorted(entry_points(group=_PLUGIN_GROUP), key=lambda e: e.name):
-        ep.load()
+    _plugins_loaded = True  # set first: a plugin module looks registries up while it registers itself
+    try:
+        for ep in sorted(entry_points(group=_PLUGIN_GROUP), key=lambda e: e.name):
+            try:
+                ep.load()
+            except Exception as e:
+                raise ImportError(f"maskdefense plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+    except BaseException:
+        _plugins_loaded = False  # the next lookup tries again (and fails loudly again) instead of missing entries
+        raise
 
 
 class Registry(Generic[T]):

@@ -17,21 +17,16 @@ class UserError(Exception):
 def user_errors() -> tuple[type[BaseException], ...]:
     """Library exceptions that mean "bad input" and are shown to CLI users as one clear line."""
     from ..checkpoint import CheckpointError
+    from ..data import DataError
+    from ..eval.harness import ConfigMismatchError
+    from ..eval.records import RecordFileError
     from ..registry import UnknownNameError
-    from ..validation import InputError
-
     from ..rundir import OutputDirError
     from ..spec import SpecError
+    from ..validation import InputError
 
-    errors: list[type[BaseException]] = [UserError, InputError, CheckpointError, UnknownNameError, OutputDirError,
-                                         SpecError]
-    try:
-        from ..data import DataError
-
-        errors.append(DataError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return (UserError, InputError, CheckpointError, UnknownNameError, OutputDirError, SpecError, DataError,
+            ConfigMismatchError, RecordFileError)
 
 
 # ---- argparse value types: a bad option value is one clear line and exit code 2, before any work
@@ -94,7 +89,7 @@ def load_split(args: argparse.Namespace, split: str, limit: int | None = None) -
 
 
 def generator(seed: int) -> torch.Generator:
-    from ..experiments.common import seeded
+    from ..seeding import seeded
 
     return seeded(seed)
 

@@ -33,9 +33,10 @@ import torch
 from scipy.stats import betabinom, binom
 from torch import Tensor, nn
 
-from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, _rand, apply_mask, grid_mask, upsample_mask
+from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images
 from ..ops.eot import log_mean_softmax
+from ..seeding import uniform
 from .base import ABSTAIN, Contract, Defense
 
 __all__ = ["MADClassifier", "AdaptiveVote", "top_class", "flip_probability", "STOP_BUDGET", "STOP_EXACT",
@@ -185,7 +186,7 @@ class MADClassifier(Defense):
         flat = masks.reshape(total, *masks.shape[2:])
         noise = None
         if isinstance(self.fill, str) and self.fill == "noise":
-            noise = _rand((total, *x.shape[1:]), generator, x.device).to(x.dtype)
+            noise = uniform((total, *x.shape[1:]), generator, x.device).to(x.dtype)
         outs: list[Tensor] = []
         for start in range(0, total, self.chunk_size):
             stop = min(start + self.chunk_size, total)

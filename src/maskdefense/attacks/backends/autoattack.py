@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from ...seeding import draw_seed
 from ...spec import SpecError
 from ..base import AttackDef, ParamSpec, register_attack
 
@@ -61,7 +62,7 @@ def _library_quiet() -> Iterator[None]:
 
 def _library_seed(g: torch.Generator) -> int:
     """The seed the library re-seeds torch's global generator with, drawn from the harness's generator."""
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
+    return draw_seed(g, 2**31 - 1)
 
 
 def _autoattack(model: nn.Module, params: Mapping[str, Any], version: str, seed: int | None,

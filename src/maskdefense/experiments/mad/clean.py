@@ -23,7 +23,8 @@ from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ...training.loop import predict_labels
-from ..common import ensure_model, seeded
+from ...seeding import seeded
+from ..common import ensure_model
 
 VOTES = (1, 3, 5, 7, 9, 15, 20)
 

@@ -27,7 +27,8 @@ from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ...training.loop import predict_labels
-from ..common import ensure_model, harness_wall_time, mean_defined, seeded
+from ...seeding import seeded
+from ..common import ensure_model, harness_wall_time, mean_defined
 
 Log = Callable[[str], None]
 
