@@ -1,9 +1,9 @@
 """MAD: mask-based adversarial defense (Xu, Zhang, Zhao, Fang; Algorithms 2022).
 
 The defended classifier masks ``n`` random copies of the input with grid masks
-(:mod:`maskdefense.masking`; 1 = kept, 0 = removed) and returns the most-voted class of the base
+(:mod:`maskdefense.ops.masking`; 1 = kept, 0 = removed) and returns the most-voted class of the base
 model over the copies (5 votes in the journal version, 20 in the conference version). The base model
-is expected to have been trained on masked images (:class:`maskdefense.masking.GridMask`).
+is expected to have been trained on masked images (:class:`maskdefense.ops.masking.GridMask`).
 
 Three entry points, in the spirit of locuslab/smoothing's ``Smooth``:
 
@@ -230,7 +230,7 @@ class MADClassifier(Defense):
 
         ``masks`` (optional): fixed cell masks, ``(M, gh, gw)`` shared by all images or ``(N, M, gh, gw)``
         (1/True = kept), used instead of random ones (``n`` is then ignored); for ablations and
-        exhaustive evaluation with :func:`maskdefense.masking.enumerate_masks`.
+        exhaustive evaluation with :func:`maskdefense.ops.masking.enumerate_masks`.
         """
         x = self._check(x)
         if masks is not None:
