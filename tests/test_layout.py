@@ -157,6 +157,8 @@ def test_no_paper_named_below_the_papers() -> None:
      "create_defense('mad:cell=2,rate=0.5', torch.nn.Linear(1, 1))", "foolbox"),
     ("import maskdefense.training.loop", "foolbox"),
     ("import maskdefense.ops", "foolbox"),
+    ("from maskdefense.training.presets import create_preset; create_preset('mad-mnist-cpu')", "foolbox"),
+    ("from maskdefense.attacks import get_suite; get_suite('mad-table5-mnist').rows", "foolbox"),
 ])
 def test_light_imports(code: str, forbidden: str) -> None:
     """Creating a defense or training a model does not import the attack libraries."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from ..registry import Registry, UnknownNameError
+from ..registry import PAPERS, Registry, UnknownNameError
 from ..spec import SpecError
 from .spec import AttackSpec, parse_attack_spec, parse_overrides, split_specs
 
@@ -48,7 +48,7 @@ class Suite:
                 "rows": [{"label": r.label, "spec": r.spec, "paper": r.paper} for r in self.rows]}
 
 
-SUITES: Registry[Suite] = Registry("attack suite", plugins=True)
+SUITES: Registry[Suite] = Registry("attack suite", plugins=PAPERS)
 
 
 def add_suite(s: Suite) -> Suite:

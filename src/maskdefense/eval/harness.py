@@ -420,11 +420,11 @@ def evaluate(
                  "sanity": s_spec.key if s_spec is not None else None}
     if contract.rejects:  # the detector-aware target binds a batch's labels: attacks must use whole batches
         partial = sorted({s.display for t, s, _ in plan if t is ThreatModel.WHITE_BOX_ADAPTIVE
-                          and s.definition.backend == "autoattack"})
+                          and not s.definition.whole_batches})
         if partial:
-            raise SpecError(f"{', '.join(partial)}: AutoAttack evaluates parts of a batch, so it cannot attack a "
+            raise SpecError(f"{', '.join(partial)}: the attack evaluates parts of a batch, so it cannot attack a "
                              "defense that rejects inputs adaptively here (classifier and detector together); use "
-                             "Foolbox attacks under the adaptive threat model")
+                             "an attack that runs on whole batches (Foolbox's) under the adaptive threat model")
 
     config: dict[str, Any] = {
         "format": FORMAT,
