@@ -2,7 +2,7 @@
 
 Part 1 -- vote throughput. Images/s of ``MADClassifier.predict(x, n)`` (n masked copies per image,
 majority vote) against n x the undefended model, i.e. the undefended model's images/s divided by n,
-measured in the same run on the same images (``maskdefense.train.predict_labels`` on the base model).
+measured in the same run on the same images (``maskdefense.training.predict.predict_labels`` on the base model).
 Both call the network with the same batch size (``--chunk``: MAD's ``chunk_size`` and the undefended
 batch size). Models: lenet5 (28x28, cell 7) and vgg16_narrow (32x32, cell 4), rate 0.75; random
 weights (seeded) unless ``--checkpoint`` (a MAD LeNet, used for lenet5) / ``--cifar-checkpoint`` (for

@@ -167,7 +167,7 @@ def test_mnist_suite_epsilons_and_numbers():
     assert specs["CW L2 eps=1.5"].paper["defense"] == 0.9339
     assert specs["DeepFool Linf eps=0.07"].name == "deepfool-linf"
     assert specs["PGD L2 eps=0.4"].paper == {"attack": 0.0126, "defense": 0.4885, "improvement": 0.4759}
-    assert {"sfm-transfer", "sfm-graybox"} <= set(SUITES)
+    assert {"sfm-transfer", "sfm-graybox"} <= set(SUITES.list())
     assert len(parse_attacks("suite:sfm-transfer")) == 6
 
 

@@ -250,3 +250,28 @@ def test_train_with_a_preset_records_it_for_predict(tmp_path, capsys):
     assert main(["train", "--preset", "mad-digits", "--mask-cell", "4", "--epochs", "1", "--limit", "64",
                  "--out", str(out2)]) == 0
     assert "preset" not in read_metadata(out2 / "model.safetensors")
+
+
+def test_library_errors_of_a_study_are_one_line(fake_studies, capsys, tmp_path, monkeypatch):
+    """A study that hits a refused resume (ConfigMismatchError) or a damaged record file ends in one line, exit 2."""
+    from maskdefense.eval import ConfigMismatchError, RecordFileError
+    from maskdefense.experiments.mad import clean
+
+    for err in (ConfigMismatchError("holds a run with a different configuration"), RecordFileError("damaged records")):
+        def boom(out, _err=err, **kw):
+            raise _err
+
+        monkeypatch.setitem(clean.STUDIES, "mad-masks", boom)
+        _refused(capsys, ["reproduce", "mad-masks", "--quick", "--out", str(tmp_path / "o")], str(err))
+
+
+def test_evaluate_list_shows_every_papers_suites():
+    """The suites come from the papers' plugins, loaded at the first lookup, not by an import order."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from maskdefense.commands.evaluate import list_everything; "
+                          "print(list_everything())"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for name in ("mad-table5-mnist", "mad-table4-cifar10", "sfm-transfer", "sfm-graybox"):
+        assert f"  {name} " in out.stdout, out.stdout

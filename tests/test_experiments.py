@@ -66,7 +66,7 @@ def _is_fraction_of(v, n):
 
 def test_votes_study_quick(runs, tmp_path, capsys):
     from maskdefense.defenses.mad import MADClassifier
-    from maskdefense.experiments.common import seeded
+    from maskdefense.seeding import seeded
     from maskdefense.training.presets import create_preset
 
     out = tmp_path / "votes"
@@ -284,3 +284,26 @@ def test_mad_table_with_missing_data_says_so(tmp_path, monkeypatch):
     data, readme = _read(out)
     assert "data missing" in readme and "nothing was trained" in readme
     assert data["meta"]["status"] == "data missing" and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("module, study", [("clean", "votes_study"), ("clean", "ablation_study"),
+                                           ("tables", "table_study"), ("tables", "fig3_study"),
+                                           ("sweeps", "sweep_study")])
+def test_the_study_seed_reaches_the_models_training(module, study, tmp_path, monkeypatch):
+    """``--seed`` of a study seeds the training of the models it needs, not only its evaluation."""
+    import importlib
+
+    mod = importlib.import_module(f"maskdefense.experiments.mad.{module}")
+    seen = []
+
+    class _Stop(Exception):
+        pass
+
+    def recorder(preset, runs_dir="runs", *, seed=0, **kw):
+        seen.append(seed)
+        raise _Stop
+
+    monkeypatch.setattr(mod, "ensure_model", recorder)
+    with pytest.raises(_Stop):
+        getattr(mod, study)(tmp_path / "out", quick=True, seed=7, runs_dir=tmp_path / "runs")
+    assert seen == [7]

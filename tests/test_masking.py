@@ -1,4 +1,4 @@
-"""Semantics of the grid masking operator (maskdefense.masking)."""
+"""Semantics of the grid masking operator (maskdefense.ops.masking)."""
 
 from __future__ import annotations
 

@@ -86,3 +86,19 @@ def test_a_busy_output_folder_is_refused_and_a_stale_run_json_does_not_block(sou
     again = reevaluate(build_defense("mad:cell=2,rate=0.25,n=5,n_grad=2", model), (x, y), out, out_dir=target,
                        progress=False)
     assert again.clean == rep.clean
+
+
+def test_the_source_is_read_only_and_not_while_it_is_written(source, tmp_path):
+    """Re-voting reads the source's records without rewriting them, and refuses a source another run
+    is still writing."""
+    from maskdefense.rundir import BusyError, exclusive
+
+    model, x, y, out, rep = source
+    records = (out / "records.jsonl").read_bytes()
+    with exclusive(out, "the source run"):
+        with pytest.raises(BusyError, match="in use"):
+            reevaluate(build_defense("mad:cell=2,rate=0.25,n=5,n_grad=2", model), (x, y), out,
+                       out_dir=tmp_path / "a", progress=False)
+    reevaluate(build_defense("mad:cell=2,rate=0.25,n=5,n_grad=2", model), (x, y), out, out_dir=tmp_path / "b",
+               progress=False)
+    assert (out / "records.jsonl").read_bytes() == records

@@ -12,11 +12,11 @@ def digits():
     return load_dataset("digits", "train"), load_dataset("digits", "val")
 
 
-def _trainer(digits, out, epochs, transform=None, lr=1e-3):
+def _trainer(digits, out, epochs, transform=None, lr=1e-3, schedule="none"):
     train, val = digits
     torch.manual_seed(0)
     model = create_model("digits_cnn", width=8)
-    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=lr, seed=0)
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=lr, seed=0, schedule=schedule)
     return Trainer(model, train.tensors(), val.tensors(), cfg, transform=transform, out_dir=out, progress=False,
                    log=lambda s: None)
 
@@ -74,6 +74,16 @@ def test_resume_with_another_configuration_is_refused(digits, tmp_path):
     _trainer(digits, tmp_path, epochs=1).fit()
     with pytest.raises(CheckpointError, match="another configuration"):
         _trainer(digits, tmp_path, epochs=2, lr=1e-2).fit()
+
+
+def test_a_run_grows_unless_its_schedule_depends_on_its_length(digits, tmp_path):
+    """Without a schedule a finished run can be extended; a cosine schedule spans the run's epochs, so
+    extending it would restart the learning rate: refused."""
+    _trainer(digits, tmp_path / "plain", epochs=1).fit()
+    assert len(_trainer(digits, tmp_path / "plain", epochs=2).fit()) == 2
+    _trainer(digits, tmp_path / "cos", epochs=1, schedule="cosine").fit()
+    with pytest.raises(CheckpointError, match="another configuration"):
+        _trainer(digits, tmp_path / "cos", epochs=2, schedule="cosine").fit()
 
 
 def test_bad_training_data_is_rejected(digits):

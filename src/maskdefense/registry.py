@@ -30,33 +30,41 @@ class Entry(Generic[T]):
     description: str = ""
 
 
-_PLUGIN_GROUP = "maskdefense.plugins"
-_plugins_loaded = False
+#: Entry-point groups: the papers (suites, presets, defenses) and the attack backends (Foolbox, AutoAttack),
+#: each loaded at the first lookup of a registry that reads it.
+PAPERS = "maskdefense.plugins"
+ATTACK_BACKENDS = "maskdefense.attacks"
+_loaded: set[str] = set()
 
 
-def load_plugins() -> None:
-    """Import every module of the entry-point group ``maskdefense.plugins`` once (the papers' suites,
-    presets and defenses register themselves there). Lower floors of the library never import the papers:
-    the papers plug into the registries, as third-party packages can."""
-    global _plugins_loaded
-    if _plugins_loaded:
+def load_plugins(group: str = PAPERS) -> None:
+    """Import every module of the entry-point group ``group`` once. Lower floors of the library never
+    import the papers or the attack libraries: they plug into the registries, as third-party packages can."""
+    if group in _loaded:
         return
-    _plugins_loaded = True
     from importlib.metadata import entry_points
 
-    for ep in sorted(entry_points(group=_PLUGIN_GROUP), key=lambda e: e.name):
-        ep.load()
+    _loaded.add(group)  # first: a plugin module looks registries up while it registers itself
+    try:
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            try:
+                ep.load()
+            except Exception as e:
+                raise ImportError(f"maskdefense plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+    except BaseException:
+        _loaded.discard(group)  # the next lookup tries again (and fails loudly again) instead of missing entries
+        raise
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, *, plugins: bool = False) -> None:
+    def __init__(self, kind: str, *, plugins: str | None = None) -> None:
         self.kind = kind
-        self.plugins = plugins  # look up entries registered by plugins (load_plugins) too
+        self.plugins = plugins  # an entry-point group whose modules register entries (load_plugins) first
         self._entries: dict[str, Entry[T]] = {}
 
     def _load(self) -> None:
         if self.plugins:
-            load_plugins()
+            load_plugins(self.plugins)
 
     def add(
         self, name: str, factory: Callable[..., T], description: str = "", **defaults: Any

@@ -22,9 +22,8 @@ callable :class:`Attack` and ``ATTACKS``); ``backends`` register their definitio
 from __future__ import annotations
 
 from .base import NORMS, AttackDef, ParamSpec, SpecError, attack_def, list_attacks, register_attack
-from .backends import autoattack as _autoattack  # noqa: F401  (registers AutoAttack attacks)
-from .backends import foolbox as _foolbox  # noqa: F401  (registers Foolbox attacks)
-from .backends.momentum import diverse_input, mi_fgsm  # (registers MI-FGSM / DI)
+from .backends.momentum import diverse_input, mi_fgsm  # ours (registers MI-FGSM / DI); the other backends load
+# at the first lookup of an attack (entry-point group maskdefense.attacks), so this import stays light
 from .run import ATTACKS, Attack, run_attack, seed_from_generator
 from .spec import (
     AttackSpec, format_value, parse_attack_spec, parse_overrides, parse_params, parse_value, resolve_spec,

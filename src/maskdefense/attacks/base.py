@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..registry import Registry
+from ..registry import ATTACK_BACKENDS, Registry
 from ..spec import SpecError
 
 __all__ = ["ParamSpec", "AttackDef", "SpecError", "attack_def", "list_attacks", "register_attack", "NORMS"]
@@ -130,6 +130,8 @@ class AttackDef:
     resolver : fills derived defaults (``stepsize = eps / steps``) and library-internal settings.
     randomized : the attack draws random numbers (random start, input diversity, AutoAttack).
     eot_param : name of the attack's own EOT-samples parameter, if it has one (AutoAttack ``rand``).
+    whole_batches : the attack calls the model on the whole batch it was given (``False``: it evaluates
+        parts of a batch, as AutoAttack does, so a target bound to a batch's labels cannot be attacked).
     gradient_free : the attack uses only the model's outputs (Square): the integrity checks compare it
         with the gradient attacks to catch gradient masking.
     reference : the paper the attack comes from.
@@ -148,6 +150,7 @@ class AttackDef:
     resolver: Resolver | None = None
     randomized: bool = False
     eot_param: str | None = None
+    whole_batches: bool = True
     gradient_free: bool = False
     reference: str = ""
 
@@ -166,7 +169,10 @@ class AttackDef:
 
 
 #: The definitions, by name (the registry's entries return their definition; see :func:`attack_def`).
-_DEFS: Registry[AttackDef] = Registry("attack")
+#: The attack definitions. The library backends (Foolbox, AutoAttack) are plugins of the entry-point group
+#: ``maskdefense.attacks``, loaded at the first lookup: importing the attacks package (as the papers'
+#: suites do) imports no attack library.
+_DEFS: Registry[AttackDef] = Registry("attack", plugins=ATTACK_BACKENDS)
 
 
 def register_attack(defn: AttackDef) -> AttackDef:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
+from ..seeding import draw_seed
 from ..validation import check_images, check_labels
 from .base import AttackDef, attack_def, list_attacks
 from .spec import AttackSpec, parse_attack_spec, resolve_spec
@@ -26,7 +27,7 @@ __all__ = ["run_attack", "seed_from_generator", "frozen_parameters", "Attack", "
 
 def seed_from_generator(generator: torch.Generator | None) -> int:
     """A 62-bit seed drawn from ``generator`` (or from the global generator if ``None``)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    return draw_seed(generator)
 
 
 @contextmanager

@@ -8,11 +8,10 @@ plugin group ``maskdefense.plugins`` is loaded (lazily, at the first lookup).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from ..registry import load_plugins
+from ..registry import PAPERS, Registry, UnknownNameError
 from ..spec import SpecError
 from .spec import AttackSpec, parse_attack_spec, parse_overrides, split_specs
 
@@ -49,30 +48,24 @@ class Suite:
                 "rows": [{"label": r.label, "spec": r.spec, "paper": r.paper} for r in self.rows]}
 
 
-SUITES: dict[str, Suite] = {}
+SUITES: Registry[Suite] = Registry("attack suite", plugins=PAPERS)
 
 
 def add_suite(s: Suite) -> Suite:
     """Register a suite (each paper's module in :mod:`maskdefense.papers` adds its own)."""
-    if s.name in SUITES:
-        raise ValueError(f"suite {s.name!r} is already registered")
-    SUITES[s.name] = s
+    SUITES.add(s.name, lambda: s, s.description)
     return s
 
 
 def get_suite(name: str) -> Suite:
-    load_plugins()
-    key = name.strip().lower()
-    if key not in SUITES:
-        close = difflib.get_close_matches(key, SUITES, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise SpecError(f"unknown attack suite {name!r}.{hint} Known: {', '.join(sorted(SUITES))}")
-    return SUITES[key]
+    try:
+        return SUITES.create(name.strip())
+    except UnknownNameError as e:
+        raise SpecError(str(e)) from None
 
 
-def list_suites() -> list[str]:
-    load_plugins()
-    return sorted(SUITES)
+def list_suites(pattern: str = "*") -> list[str]:
+    return SUITES.list(pattern)
 
 
 def parse_attacks(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -17,21 +17,16 @@ class UserError(Exception):
 def user_errors() -> tuple[type[BaseException], ...]:
     """Library exceptions that mean "bad input" and are shown to CLI users as one clear line."""
     from ..checkpoint import CheckpointError
+    from ..data import DataError
+    from ..eval.harness import ConfigMismatchError
+    from ..eval.records import RecordFileError
     from ..registry import UnknownNameError
-    from ..validation import InputError
-
     from ..rundir import OutputDirError
     from ..spec import SpecError
+    from ..validation import InputError
 
-    errors: list[type[BaseException]] = [UserError, InputError, CheckpointError, UnknownNameError, OutputDirError,
-                                         SpecError]
-    try:
-        from ..data import DataError
-
-        errors.append(DataError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return (UserError, InputError, CheckpointError, UnknownNameError, OutputDirError, SpecError, DataError,
+            ConfigMismatchError, RecordFileError)
 
 
 # ---- argparse value types: a bad option value is one clear line and exit code 2, before any work
@@ -47,44 +42,25 @@ def _number(kind: type, text: str) -> Any:
     return v
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    v = _number(int, text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+def _bounded(kind: type, ok: Callable[[float], bool], rule: str) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` for which ``ok`` holds, else "must <rule>"."""
+
+    def parse(text: str) -> Any:
+        v = _number(kind, text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must {rule}, got {v:g}")
+        return v
+
+    parse.__name__ = parse.__qualname__ = rule.replace(" ", "_")
+    parse.__doc__ = f"argparse type: {'an integer' if kind is int else 'a finite number'} that must {rule}."
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    v = _number(int, text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    v = _number(float, text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    v = _number(float, text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
-    return v
-
-
-def unit_interval(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    v = _number(float, text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v:g}")
-    return v
+positive_int = _bounded(int, lambda v: v >= 1, "be >= 1")
+nonnegative_int = _bounded(int, lambda v: v >= 0, "be >= 0")
+positive_float = _bounded(float, lambda v: v > 0, "be > 0")
+nonnegative_float = _bounded(float, lambda v: v >= 0, "be >= 0")
+unit_interval = _bounded(float, lambda v: 0.0 <= v <= 1.0, "lie in [0, 1]")
 
 
 def add_data_args(p: argparse.ArgumentParser, default_dataset: str | None = "digits") -> None:
@@ -113,7 +89,7 @@ def load_split(args: argparse.Namespace, split: str, limit: int | None = None) -
 
 
 def generator(seed: int) -> torch.Generator:
-    from ..experiments.common import seeded
+    from ..seeding import seeded
 
     return seeded(seed)
 

@@ -92,30 +92,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def list_everything() -> str:
-    from ..attacks import ATTACKS, SUITES
+    from ..attacks import ATTACKS, get_suite, list_suites
     from ..defenses.registry import DEFENSES
 
     lines = ["attacks:"]
     lines += [f"  {n:22s} {ATTACKS.entry(n).description}" for n in ATTACKS.list()]
     lines.append("suites (--attacks suite:NAME):")
-    lines += [f"  {n:22s} {s.description} ({len(s.rows)} attacks)" for n, s in sorted(SUITES.items())]
+    lines += [f"  {n:22s} {get_suite(n).description} ({len(get_suite(n).rows)} attacks)" for n in list_suites()]
     lines.append("defenses (--defense):")
     lines += [f"  {n:22s} {DEFENSES.entry(n).description}" for n in DEFENSES.list()]
     return "\n".join(lines)
 
 
 def run_command(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> int:
-    from ..attacks import SpecError
-    from ..eval import ConfigMismatchError, RecordFileError
-    from ._common import UserError
-
-    try:
-        return _run(args, command=command, save_adversarial=save_adversarial)
-    except (SpecError, ConfigMismatchError, RecordFileError) as e:
-        raise UserError(str(e)) from None
-
-
-def _run(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> int:
     from ..attacks import parse_attack_spec, parse_attacks, parse_overrides
     from ..checkpoint import load_model
     from ..eval import build_defense, evaluate, parse_defense_spec, parse_threats

@@ -1,9 +1,9 @@
 """MAD: mask-based adversarial defense (Xu, Zhang, Zhao, Fang; Algorithms 2022).
 
 The defended classifier masks ``n`` random copies of the input with grid masks
-(:mod:`maskdefense.masking`; 1 = kept, 0 = removed) and returns the most-voted class of the base
+(:mod:`maskdefense.ops.masking`; 1 = kept, 0 = removed) and returns the most-voted class of the base
 model over the copies (5 votes in the journal version, 20 in the conference version). The base model
-is expected to have been trained on masked images (:class:`maskdefense.masking.GridMask`).
+is expected to have been trained on masked images (:class:`maskdefense.ops.masking.GridMask`).
 
 Three entry points, in the spirit of locuslab/smoothing's ``Smooth``:
 
@@ -33,9 +33,10 @@ import torch
 from scipy.stats import betabinom, binom
 from torch import Tensor, nn
 
-from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, _rand, apply_mask, grid_mask, upsample_mask
+from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images
 from ..ops.eot import log_mean_softmax
+from ..seeding import uniform
 from .base import ABSTAIN, Contract, Defense
 
 __all__ = ["MADClassifier", "AdaptiveVote", "top_class", "flip_probability", "STOP_BUDGET", "STOP_EXACT",
@@ -185,7 +186,7 @@ class MADClassifier(Defense):
         flat = masks.reshape(total, *masks.shape[2:])
         noise = None
         if isinstance(self.fill, str) and self.fill == "noise":
-            noise = _rand((total, *x.shape[1:]), generator, x.device).to(x.dtype)
+            noise = uniform((total, *x.shape[1:]), generator, x.device).to(x.dtype)
         outs: list[Tensor] = []
         for start in range(0, total, self.chunk_size):
             stop = min(start + self.chunk_size, total)
@@ -229,7 +230,7 @@ class MADClassifier(Defense):
 
         ``masks`` (optional): fixed cell masks, ``(M, gh, gw)`` shared by all images or ``(N, M, gh, gw)``
         (1/True = kept), used instead of random ones (``n`` is then ignored); for ablations and
-        exhaustive evaluation with :func:`maskdefense.masking.enumerate_masks`.
+        exhaustive evaluation with :func:`maskdefense.ops.masking.enumerate_masks`.
         """
         x = self._check(x)
         if masks is not None:

@@ -46,6 +46,7 @@ from ..attacks import AttackSpec, parse_attack_spec, parse_attacks, run_attack
 from ..defenses.base import Contract, Defense, NoDefense, contract_of
 from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text, library_versions, run_metadata
 from ..rundir import exclusive
+from ..seeding import derive_seed, seeded
 from ..spec import SpecError
 from ..validation import check_images, check_labels
 from .checks import Flag, gradient_stats, output_stats, run_checks
@@ -70,14 +71,8 @@ class ConfigMismatchError(RuntimeError):
     """The output directory holds records of a different configuration."""
 
 
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from the parts (stable across processes and platforms)."""
-    h = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & (2**63 - 1)
-
-
 def _gen(*parts: Any) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
+    return seeded(derive_seed(*parts))
 
 
 def tensor_hash(*tensors: Tensor) -> str:
@@ -244,7 +239,7 @@ def write_summary(out: Path, summary: Mapping[str, Any]) -> None:
 
 def _attack_batch(spec: AttackSpec, target: nn.Module, x: Tensor, y: Tensor, gen_seed: int) -> tuple[Tensor, Any, float]:
     t0 = time.perf_counter()
-    x_adv = run_attack(spec, target, x, y, torch.Generator().manual_seed(gen_seed))
+    x_adv = run_attack(spec, target, x, y, seeded(gen_seed))
     elapsed = time.perf_counter() - t0
     ver = verify_perturbation(x, x_adv, spec.norm, spec.eps)
     return x_adv, ver, elapsed
@@ -425,11 +420,11 @@ def evaluate(
                  "sanity": s_spec.key if s_spec is not None else None}
     if contract.rejects:  # the detector-aware target binds a batch's labels: attacks must use whole batches
         partial = sorted({s.display for t, s, _ in plan if t is ThreatModel.WHITE_BOX_ADAPTIVE
-                          and s.definition.backend == "autoattack"})
+                          and not s.definition.whole_batches})
         if partial:
-            raise SpecError(f"{', '.join(partial)}: AutoAttack evaluates parts of a batch, so it cannot attack a "
+            raise SpecError(f"{', '.join(partial)}: the attack evaluates parts of a batch, so it cannot attack a "
                              "defense that rejects inputs adaptively here (classifier and detector together); use "
-                             "Foolbox attacks under the adaptive threat model")
+                             "an attack that runs on whole batches (Foolbox's) under the adaptive threat model")
 
     config: dict[str, Any] = {
         "format": FORMAT,

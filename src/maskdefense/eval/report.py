@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..defenses.base import ABSTAIN, REJECT
 from .metrics.detection import detection_metrics
 
 __all__ = ["RowPlan", "summarize", "render_markdown", "render_csv", "plot_acc_vs_eps", "CSV_COLUMNS",
@@ -86,7 +87,7 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
             base_ok[i] = rec["pred_base"] == rec["label"]
             preds = np.asarray(rec["pred_defense"][:repeats])
             def_ok[i] = preds == rec["label"]
-            abstain[i] = preds == -1
+            abstain[i] = preds == ABSTAIN
             have_clean[i] = True
             clean_score[i] = rec.get("score", np.nan)
         elif kind == "attack":
@@ -126,7 +127,7 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
         b_adv = np.array([t[5] for t in col], dtype=np.int64) == lab
         t_adv = np.array([t[6] for t in col], dtype=np.int64) == lab
         d_pred = np.array([t[7] for t in col], dtype=np.int64).reshape(len(col), repeats)
-        d_adv = (d_pred == lab[:, None]) | (rejects & (d_pred == -1))  # a detector's rejection defends
+        d_adv = (d_pred == lab[:, None]) | (rejects & (d_pred == REJECT))  # a detector's rejection defends
         norms = np.array([t[8] for t in col], dtype=np.float64)
         correct = base_ok[idx] if col else np.zeros(0, dtype=bool)
         nc = int(correct.sum())
@@ -153,7 +154,7 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
         if rejects:
             det = detection_metrics(lab, def_ok[idx], d_pred, correct, clean_score[have_clean],
                                     np.array([t[9] for t in col], dtype=np.float64))
-            rows[-1].update({k: v for k, v in det.items() if not k.endswith("_rejected_defended")})
+            rows[-1].update(det)
     return clean, rows, diagnostics
 
 

@@ -78,13 +78,14 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
     _predict(defense, x[:1], seed, "probe")  # a defense that fails at run time fails before anything is written
     groups: dict[str, list[dict[str, Any]]] = {}
     diags: list[dict[str, Any]] = []  # the attack targets' (unchanged) diagnostics are copied
-    for rec in RecordStore(src / "records.jsonl").open():
-        if rec.get("kind") == "attack" and rec["threat"] in REUSABLE_THREATS:
-            if "adv_file" not in rec:
-                raise ConfigMismatchError(f"{src} did not store its adversarial examples (save_adversarial=False)")
-            groups.setdefault(f"attack|{rec['threat']}|{rec['attack']}|{rec['idx'] // bs * bs}", []).append(rec)
-        elif rec.get("kind") == "diag" and rec["name"] != "randomness":
-            diags.append(rec)
+    with exclusive(src, "reevaluate (reading its records)"):  # read only; a run still writing them is refused
+        for rec in RecordStore(src / "records.jsonl"):
+            if rec.get("kind") == "attack" and rec["threat"] in REUSABLE_THREATS:
+                if "adv_file" not in rec:
+                    raise ConfigMismatchError(f"{src} did not store its adversarial examples (save_adversarial=False)")
+                groups.setdefault(f"attack|{rec['threat']}|{rec['attack']}|{rec['idx'] // bs * bs}", []).append(rec)
+            elif rec.get("kind") == "diag" and rec["name"] != "randomness":
+                diags.append(rec)
     with exclusive(out_dir, "reevaluate") as out:
         return _reevaluate(defense, contract, x, y, data_meta, src, run, summary_old, plans, groups, diags, config,
                            config_hash, out, n=n, bs=bs, seed=seed, repeats=repeats, progress=progress,

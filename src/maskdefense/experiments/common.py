@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_model, read_metadata
@@ -61,6 +60,3 @@ def mean_defined(values: Iterable[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return sum(v) / len(v) if v else None
 
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)

@@ -35,6 +35,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from ..seeding import uniform
 from ..validation import InputError
 
 __all__ = [
@@ -96,13 +97,6 @@ def _fill_config(fill: Fill) -> object:
     return fill.detach().cpu().tolist() if isinstance(fill, Tensor) else fill
 
 
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
-    """Uniform [0, 1) noise drawn from ``generator`` (on the generator's device), moved to ``device``."""
-    if generator is None:
-        return torch.rand(shape, device=device)
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
-
-
 def grid_shape(size: tuple[int, int] | int, cell: int) -> tuple[int, int]:
     """Number of cells ``(H // cell, W // cell)``; raises ``ValueError`` if ``cell`` does not divide a side."""
     h, w = _as_size(size)
@@ -152,7 +146,7 @@ def grid_mask(
     gh, gw = grid_shape(size, cell)
     rate = _check_rate(rate)
     cells = gh * gw
-    u = _rand((n, cells), generator, device)
+    u = uniform((n, cells), generator, device)
     if not exact:
         keep = u >= rate  # P(removed) = P(u < rate) = rate
     else:
@@ -244,7 +238,7 @@ def apply_mask(x: Tensor, mask: Tensor, fill: Fill = "black", *, generator: torc
         if fill == "mean":
             value: Tensor | float = x.mean(dim=(2, 3), keepdim=True)
         else:  # "noise"
-            value = _rand(tuple(x.shape), generator, x.device).to(x.dtype)
+            value = uniform(tuple(x.shape), generator, x.device).to(x.dtype)
     else:
         value = fill.to(device=x.device, dtype=x.dtype) if isinstance(fill, Tensor) else fill
     return x * m + value * (1 - m)

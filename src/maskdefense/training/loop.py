@@ -116,14 +116,12 @@ class Trainer:
     def transform(self) -> Transform | None:
         return getattr(self.task, "transform", None)
 
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.task.optimizers[self.task.phases()[0]]
-
     def _run_config(self) -> dict[str, Any]:
-        """What must match for a resume to be valid (epochs may grow)."""
+        """What must match for a resume to be valid: epochs may grow, unless a schedule depends on them
+        (a cosine schedule's length is the run's length: extending it would restart the learning rate)."""
         cfg = asdict(self.config)
-        cfg.pop("epochs")
+        if self.config.schedule == "none":
+            cfg.pop("epochs")
         cfg.pop("eval_batch_size")
         return {"train": cfg, "task": self.task.config(), "n_train": len(self.train_x)}
 
@@ -298,9 +296,6 @@ class Trainer:
             self._save()
         self.task.finish()
         return self.history
-
-    def wall_time(self) -> float:
-        return sum(h.seconds for h in self.history)
 
 
 def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..registry import Registry
+from ..registry import PAPERS, Registry
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Preset:
         return GridMask(self.train_cell, self.train_rate)
 
 
-PRESETS: Registry[Preset] = Registry("preset", plugins=True)
+PRESETS: Registry[Preset] = Registry("preset", plugins=PAPERS)
 
 
 def add_preset(p: Preset) -> Preset:

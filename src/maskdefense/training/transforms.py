@@ -12,13 +12,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..seeding import normal, uniform
+
 
 class Transform(Protocol):
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor: ...
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
 def augment(x: Tensor, generator: torch.Generator, crop_padding: int = 0, hflip: bool = False) -> Tensor:
@@ -34,7 +32,7 @@ def augment(x: Tensor, generator: torch.Generator, crop_padding: int = 0, hflip:
         idx = torch.arange(n, device=x.device)[:, None, None]
         x = xp[idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
     if hflip:
-        flip = _uniform((n,), generator, x.device) < 0.5
+        flip = uniform((n,), generator, x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
 
@@ -49,7 +47,7 @@ class GaussianNoise:
         self.sigma, self.clip = float(sigma), bool(clip)
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+        noise = normal(tuple(x.shape), generator, x.device).to(x.dtype)
         y = x + self.sigma * noise
         return y.clamp(0.0, 1.0) if self.clip else y
 

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from ...seeding import draw_seed
 from ...spec import SpecError
 from ..base import AttackDef, ParamSpec, register_attack
 
@@ -61,7 +62,7 @@ def _library_quiet() -> Iterator[None]:
 
 def _library_seed(g: torch.Generator) -> int:
     """The seed the library re-seeds torch's global generator with, drawn from the harness's generator."""
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=g).item())
+    return draw_seed(g, 2**31 - 1)
 
 
 def _autoattack(model: nn.Module, params: Mapping[str, Any], version: str, seed: int | None,
@@ -150,7 +151,7 @@ def _register_autoattack() -> None:
         implementation="pyautoattack.AutoAttack(version='standard')", kind="ensemble",
         params=(*common, ParamSpec("n_queries", "int", default=None, nullable=True, minimum=1,
                                    doc="Square attack queries (library default 5000)")),
-        runner=_run_autoattack, resolver=_aa_resolver("standard"), randomized=True,
+        runner=_run_autoattack, resolver=_aa_resolver("standard"), randomized=True, whole_batches=False,
         description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020)",
         reference="Croce & Hein 2020",
     ))
@@ -159,7 +160,7 @@ def _register_autoattack() -> None:
         implementation="pyautoattack.AutoAttack(version='rand')", kind="ensemble",
         params=(*common, ParamSpec("eot_iter", "int", default=None, nullable=True, minimum=1,
                                    doc="EOT samples per gradient (library default 20)")),
-        runner=_run_autoattack, resolver=_aa_resolver("rand"), randomized=True, eot_param="eot_iter",
+        runner=_run_autoattack, resolver=_aa_resolver("rand"), randomized=True, whole_batches=False, eot_param="eot_iter",
         description="AutoAttack rand (for randomized defenses): APGD-CE, APGD-DLR with EOT",
         reference="Croce & Hein 2020",
     ))
@@ -263,7 +264,7 @@ def _register_single_attacks() -> None:
         register_attack(AttackDef(
             name=f"apgd-{loss}", family=family, norm=None, backend="autoattack",
             implementation=f"pyautoattack.autopgd_base.APGDAttack(loss='{loss}')", kind="fixed-epsilon",
-            params=apgd_params, runner=_run_apgd, resolver=_apgd_resolver(loss), randomized=True,
+            params=apgd_params, runner=_run_apgd, resolver=_apgd_resolver(loss), randomized=True, whole_batches=False,
             eot_param="eot_iter", reference="Croce & Hein 2020",
             description=f"{family}: step-size-free PGD with momentum on {what} (Croce & Hein 2020, pyautoattack)",
         ))
@@ -282,7 +283,7 @@ def _register_single_attacks() -> None:
             ParamSpec("resc_schedule", "bool", default=sq["resc_schedule"],
                       doc="rescale the schedule of square sizes to n_queries"),
         ),
-        runner=_run_square, resolver=_square_resolve, randomized=True, gradient_free=True,
+        runner=_run_square, resolver=_square_resolve, randomized=True, whole_batches=False, gradient_free=True,
         reference="Andriushchenko et al. 2020",
         description="Square: gradient-free random search (Andriushchenko et al. 2020, pyautoattack); "
                     "catches gradient masking",

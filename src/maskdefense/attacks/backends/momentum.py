@@ -157,7 +157,7 @@ for _name, _norm, _mu, _p, _family, _desc in (
 ):
     register_attack(AttackDef(
         name=_name, family=_family, norm=_norm, backend="maskdefense",
-        implementation="maskdefense.attacks.momentum.mi_fgsm", kind="fixed-epsilon",
+        implementation="maskdefense.attacks.backends.momentum.mi_fgsm", kind="fixed-epsilon",
         params=_params(_mu, _p), runner=_run, description=_desc, aliases=_ALIASES, resolver=_resolve,
         randomized=_p > 0, reference="Dong et al. 2018; Xie et al. 2019",
     ))

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ...defenses.base import REJECT
+
 __all__ = ["roc", "detection_metrics"]
 
 
@@ -45,7 +47,7 @@ def roc(clean_scores: np.ndarray, adv_scores: np.ndarray) -> dict[str, Any] | No
 
 
 def detection_metrics(labels: np.ndarray, clean_ok: np.ndarray, adv_pred: np.ndarray, attacked: np.ndarray,
-                      clean_scores: np.ndarray, adv_scores: np.ndarray, reject: int = -1) -> dict[str, Any]:
+                      clean_scores: np.ndarray, adv_scores: np.ndarray, reject: int = REJECT) -> dict[str, Any]:
     """Detector metrics of one (threat, attack) row.
 
     labels : ``(m,)`` true labels of the row's images.
@@ -56,12 +58,12 @@ def detection_metrics(labels: np.ndarray, clean_ok: np.ndarray, adv_pred: np.nda
     adv_scores : ``(m,)`` detector scores of the adversarial examples.
 
     Returns the protocol accuracy (over ``attacked``) and the robust accuracy (over all ``m``; clean and
-    adversarial right) under both conventions, as means over the repeats, the detection rate at the
-    threshold and the ROC (see the module docstring).
+    adversarial right) with a rejection counted as *failed*, as means over the repeats (the row's own
+    ``defense_acc`` and ``robust_acc`` count it as defended), the detection rate at the threshold and the
+    ROC (see the module docstring).
     """
     rejected = adv_pred == reject
     right = adv_pred == labels[:, None]
-    defended = right | rejected
     n_att = int(attacked.sum())
 
     def mean(v: np.ndarray) -> float | None:
@@ -69,9 +71,7 @@ def detection_metrics(labels: np.ndarray, clean_ok: np.ndarray, adv_pred: np.nda
 
     curve = roc(clean_scores, adv_scores[attacked])
     return {
-        "defense_acc_rejected_defended": mean(defended[attacked]) if n_att else None,
         "defense_acc_rejected_failed": mean(right[attacked]) if n_att else None,
-        "robust_acc_rejected_defended": mean(clean_ok & defended),
         "robust_acc_rejected_failed": mean(clean_ok & right),
         "detection_rate": mean(rejected[attacked]) if n_att else None,
         "detection_auc": curve["auc"] if curve else None,

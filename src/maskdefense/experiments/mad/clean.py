@@ -23,7 +23,8 @@ from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ...training.loop import predict_labels
-from ..common import ensure_model, seeded
+from ...seeding import seeded
+from ..common import ensure_model
 
 VOTES = (1, 3, 5, 7, 9, 15, 20)
 
@@ -53,7 +54,7 @@ def votes_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     t_start = time.perf_counter()
     ds, mad_name, _ = _datasets(quick, dataset)
     p = create_preset(mad_name, **_overrides(quick))
-    model, ck = ensure_model(p, runs_dir, data_root=data_root, log=log)
+    model, ck = ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)
     x, y = _test_set(ds, data_root, limit)
     assert p.test_cell is not None
     mad = MADClassifier(model, p.test_cell, p.test_rate).eval()
@@ -148,8 +149,8 @@ def ablation_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     ds, mad_name, plain_name = _datasets(quick, dataset)
     pm = create_preset(mad_name, **_overrides(quick))
     pp = create_preset(plain_name, **_overrides(quick))
-    mad_model, mad_ck = ensure_model(pm, runs_dir, data_root=data_root, log=log)
-    plain_model, plain_ck = ensure_model(pp, runs_dir, data_root=data_root, log=log)
+    mad_model, mad_ck = ensure_model(pm, runs_dir, seed=seed, data_root=data_root, log=log)
+    plain_model, plain_ck = ensure_model(pp, runs_dir, seed=seed, data_root=data_root, log=log)
     x, y = _test_set(ds, data_root, limit)
     assert pm.test_cell is not None
     paper = CLEAN_ABLATION.get(ds, {})

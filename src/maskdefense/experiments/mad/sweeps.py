@@ -88,7 +88,7 @@ def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir
 
     def model(p: Preset) -> tuple[Any, dict[str, Any]]:
         if p.name not in models:
-            models[p.name] = ensure_model(p, runs_dir, data_root=data_root, log=log)
+            models[p.name] = ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)
         return models[p.name]
 
     def run(p: Preset, test_cell: int, rate: float) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ...training.loop import predict_labels
-from ..common import ensure_model, harness_wall_time, mean_defined, seeded
+from ...seeding import seeded
+from ..common import ensure_model, harness_wall_time, mean_defined
 
 Log = Callable[[str], None]
 
@@ -84,8 +85,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                              "code path are tested on a small stand-in in the test suite. Error:\n\n```\n"
                              f"{e}\n```"), sections=[], rows=[], meta=meta)
         raise
-    model, ck = ensure_model(mad_p, runs_dir, data_root=data_root, log=log)
-    surrogate, sck = ensure_model(sur_p, runs_dir, data_root=data_root, log=log)
+    model, ck = ensure_model(mad_p, runs_dir, seed=seed, data_root=data_root, log=log)
+    surrogate, sck = ensure_model(sur_p, runs_dir, seed=seed, data_root=data_root, log=log)
     n = limit or (20 if quick else N_IMAGES[dataset])
     n_adapt = min(n, adaptive_n or (n if quick else ADAPTIVE_N[dataset]))
     # quick mode: every fourth row of the MNIST suite (6 attacks) at its epsilons, on 8x8 digits
@@ -272,7 +273,7 @@ def fig3_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
     meta = run_metadata(seed)
     ds = "digits" if quick else dataset
     p = create_preset("plain-digits", epochs=3) if quick else create_preset(f"plain-{dataset}-cpu")
-    model, ck = ensure_model(p, runs_dir, data_root=data_root, log=log)
+    model, ck = ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)
     n = limit or (60 if quick else 500)
     x, y = load_dataset(ds, "test", root=data_root, limit=n).tensors()
     ok = predict_labels(model, x) == y

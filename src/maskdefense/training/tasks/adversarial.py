@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ...seeding import uniform
 from ..transforms import Transform
 from .base import Hook
 from .classify import ClassificationTask
@@ -28,8 +29,7 @@ def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, s
     model's parameter gradients are not touched."""
     x = x.detach()
     if random_start:
-        g = generator
-        u = torch.rand(x.shape, generator=g, device=g.device if g is not None else x.device).to(x.device, x.dtype)
+        u = uniform(tuple(x.shape), generator, x.device).to(x.dtype)
         delta = ((x + (2 * u - 1) * eps).clamp_(0, 1) - x)
     else:
         delta = torch.zeros_like(x)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..transforms import GaussianNoise
 from .base import Hook, Task, batched_mean, eval_batch_size
 
 
@@ -39,7 +40,7 @@ class DenoiserTask(Task):
         return ("denoiser",)
 
     def _noisy(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        return x + self.sigma * torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+        return GaussianNoise(self.sigma, clip=False)(x, generator)
 
     def loss(self, phase: str, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         denoised = self.denoiser(self._noisy(x, generator))
