@@ -7,13 +7,15 @@
 #   4. reproduce mad-table --dataset mnist: the full Table 5 (left) again, to compare with the committed one
 #   5. the other MNIST results on the same (retrained) models: clean accuracy (ablation), votes, Figure 3,
 #      the epsilon sweeps of the MAD and the plain LeNet, and the 4x4-cell check
+#   6. archive: the training records (checkpoint metadata JSON) of the models behind each of those results
+#      into its folder's checkpoints/, and the per-example records gzipped beside records.jsonl
 # Usage: bash scripts/core_rerun.sh [step ...]   (default: all steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MASKDEFENSE_DATA=${MASKDEFENSE_DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(bench_models models bench_pgd table5 mnist_studies eps_sweeps cell4)
+[ ${#steps[@]} -gt 0 ] || steps=(bench_models models bench_pgd table5 mnist_studies eps_sweeps cell4 archive)
 MD=.venv/bin/maskdefense
 ck() { ls runs/"$1"-*/model.safetensors | head -1; }  # ensure_model's folder: runs/<preset>-<config hash>
 SWEEP="pgd-linf:eps=0.05;pgd-linf:eps=0.1;pgd-linf:eps=0.2;pgd-linf:eps=0.3;pgd-l2:eps=1;pgd-l2:eps=2;pgd-l2:eps=3"
@@ -37,6 +39,16 @@ for p in ('plain-mnist-cpu', 'mad-mnist-cpu'):
              --no-progress
            $MD predict --checkpoint runs/mad-mnist-cell4-cpu/model.safetensors --votes 1 5 20 --adaptive \
              --json results/mad-mnist-cell4/predict.json ;;
+    archive)
+      keep() { mkdir -p "results/$1/checkpoints"; shift_=$1; shift
+               for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "results/$shift_/checkpoints/$p.json"; done; }
+      for r in mad-table5-mnist mad-ablation-mnist mad-votes-mnist mad-fig3-mnist; do keep "$r" mad-mnist-cpu plain-mnist-cpu; done
+      keep mad-mnist-eps-sweep mad-mnist-cpu
+      keep plain-mnist-eps-sweep plain-mnist-cpu
+      mkdir -p results/mad-mnist-cell4/checkpoints
+      cp runs/mad-mnist-cell4-cpu/model.json results/mad-mnist-cell4/checkpoints/mad-mnist-cell4-cpu.json
+      for f in results/mad-table5-mnist/*/records.jsonl results/mad-mnist-eps-sweep/records.jsonl \
+               results/plain-mnist-eps-sweep/records.jsonl; do gzip -n -k -f "$f"; done ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done
