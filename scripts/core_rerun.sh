@@ -40,8 +40,8 @@ for p in ('plain-mnist-cpu', 'mad-mnist-cpu'):
            $MD predict --checkpoint runs/mad-mnist-cell4-cpu/model.safetensors --votes 1 5 20 --adaptive \
              --json results/mad-mnist-cell4/predict.json ;;
     archive)
-      keep() { mkdir -p "results/$1/checkpoints"; shift_=$1; shift
-               for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "results/$shift_/checkpoints/$p.json"; done; }
+      keep() { local dir=results/$1; shift; mkdir -p "$dir/checkpoints"
+               for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "$dir/checkpoints/$p.json"; done; }
       for r in mad-table5-mnist mad-ablation-mnist mad-votes-mnist mad-fig3-mnist; do keep "$r" mad-mnist-cpu plain-mnist-cpu; done
       keep mad-mnist-eps-sweep mad-mnist-cpu
       keep plain-mnist-eps-sweep plain-mnist-cpu
