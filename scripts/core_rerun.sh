@@ -7,13 +7,16 @@
 #   4. reproduce mad-table --dataset mnist: the full Table 5 (left) again, to compare with the committed one
 #   5. the other MNIST results on the same (retrained) models: clean accuracy (ablation), votes, Figure 3,
 #      the epsilon sweeps of the MAD and the plain LeNet, and the 4x4-cell check
+#   6. lenet: the plain 5-epoch LeNet of the README and the harness sanity check on it
+#   7. archive: the training records (checkpoint metadata JSON) of the models behind each of those results
+#      into its folder's checkpoints/, and the per-example records gzipped beside records.jsonl
 # Usage: bash scripts/core_rerun.sh [step ...]   (default: all steps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MASKDEFENSE_DATA=${MASKDEFENSE_DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(bench_models models bench_pgd table5 mnist_studies eps_sweeps cell4)
+[ ${#steps[@]} -gt 0 ] || steps=(bench_models models bench_pgd table5 mnist_studies eps_sweeps cell4 lenet archive)
 MD=.venv/bin/maskdefense
 ck() { ls runs/"$1"-*/model.safetensors | head -1; }  # ensure_model's folder: runs/<preset>-<config hash>
 SWEEP="pgd-linf:eps=0.05;pgd-linf:eps=0.1;pgd-linf:eps=0.2;pgd-linf:eps=0.3;pgd-l2:eps=1;pgd-l2:eps=2;pgd-l2:eps=3"
@@ -37,6 +40,23 @@ for p in ('plain-mnist-cpu', 'mad-mnist-cpu'):
              --no-progress
            $MD predict --checkpoint runs/mad-mnist-cell4-cpu/model.safetensors --votes 1 5 20 --adaptive \
              --json results/mad-mnist-cell4/predict.json ;;
+    lenet) $MD train --dataset mnist --model lenet5 --epochs 5 --out runs/lenet-mnist --results results/lenet-mnist \
+             --no-progress
+           $MD evaluate --checkpoint runs/lenet-mnist/model.safetensors --dataset mnist --defense none \
+             --attacks "pgd-linf:eps=0.3;pgd-linf:eps=0.1;fgsm-linf:eps=0.3" --threat gray-box --n 1000 \
+             --out results/harness-sanity-mnist --no-progress ;;
+    archive)
+      keep() { local dir=results/$1; shift; mkdir -p "$dir/checkpoints"
+               for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "$dir/checkpoints/$p.json"; done; }
+      for r in mad-table5-mnist mad-ablation-mnist mad-votes-mnist mad-fig3-mnist; do keep "$r" mad-mnist-cpu plain-mnist-cpu; done
+      keep mad-mnist-eps-sweep mad-mnist-cpu
+      keep plain-mnist-eps-sweep plain-mnist-cpu
+      mkdir -p results/mad-mnist-cell4/checkpoints
+      cp runs/mad-mnist-cell4-cpu/model.json results/mad-mnist-cell4/checkpoints/mad-mnist-cell4-cpu.json
+      mkdir -p results/harness-sanity-mnist/checkpoints
+      cp runs/lenet-mnist/model.json results/harness-sanity-mnist/checkpoints/lenet-mnist.json
+      for f in results/mad-table5-mnist/*/records.jsonl results/mad-mnist-eps-sweep/records.jsonl \
+               results/plain-mnist-eps-sweep/records.jsonl results/harness-sanity-mnist/records.jsonl; do gzip -n -k -f "$f"; done ;;
     *) echo "unknown step $s"; exit 2 ;;
   esac
 done
