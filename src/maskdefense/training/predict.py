@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import Tensor, nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; its previous mode restored after."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
 
 
 @torch.no_grad()
@@ -15,9 +29,5 @@ def predict_labels(model: nn.Module, images: Tensor, batch_size: int = 1000) -> 
 
 def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
     """Fraction of ``images`` that ``model`` (in eval mode for the call) classifies as ``labels``."""
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return float((predict_labels(model, images, batch_size) == labels).float().mean())
-    finally:
-        model.train(was)

@@ -179,8 +179,17 @@ def batched_mean(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, b
     return float(total) / max(1, len(x))
 
 
+def transform_batched(fn: Callable[[Tensor, torch.Generator], Tensor], x: Tensor, generator: torch.Generator,
+                      batch_size: int) -> Tensor:
+    """``fn(batch, generator)`` over ``x`` in batches, concatenated (validation images corrupted the way
+    training corrupts them)."""
+    if not len(x):
+        return x
+    return torch.cat([fn(x[i : i + batch_size], generator) for i in range(0, len(x), batch_size)])
+
+
 def eval_batch_size(task: Task) -> int:
     return task.train_config.eval_batch_size if task.train_config is not None else 1000
 
 
-__all__ = ["Task", "Hook", "describe", "make_optimizer", "batched_mean", "eval_batch_size"]
+__all__ = ["Task", "Hook", "describe", "make_optimizer", "batched_mean", "transform_batched", "eval_batch_size"]

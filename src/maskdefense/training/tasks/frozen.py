@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..transforms import GaussianNoise
-from .base import Hook, Task, batched_mean, eval_batch_size
+from ..predict import eval_mode
+from .base import Hook, Task, batched_mean, eval_batch_size, transform_batched
 
 
 class DenoiserTask(Task):
@@ -52,17 +53,12 @@ class DenoiserTask(Task):
         return F.cross_entropy(logits, target), {"agreement": (logits.detach().argmax(1) == target).float().mean()}
 
     def validate(self, val: tuple[Tensor, Tensor], generator: torch.Generator) -> dict[str, float]:
-        was = self.denoiser.training
-        self.denoiser.eval()
-        try:
+        with eval_mode(self.denoiser):
             bs = eval_batch_size(self)
-            noisy = torch.cat([self._noisy(val[0][i : i + bs], generator) for i in range(0, len(val[0]), bs)]) \
-                if len(val[0]) else val[0]
+            noisy = transform_batched(self._noisy, val[0], generator, bs)
             f = self.classifier
             return {"accuracy": batched_mean(lambda a, y: f(self.denoiser(a)).argmax(1) == y, noisy, val[1], bs),
                     "noisy_accuracy": batched_mean(lambda a, y: f(a).argmax(1) == y, noisy, val[1], bs)}
-        finally:
-            self.denoiser.train(was)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "sigma": self.sigma, "objective": self.objective}

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..transforms import Transform
-from .base import Hook, Task, batched_mean, describe, eval_batch_size
+from ..predict import eval_mode
+from .base import Hook, Task, batched_mean, describe, eval_batch_size, transform_batched
 
 _LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
 
@@ -36,20 +37,15 @@ class ReconstructionTask(Task):
         return _LOSSES[self.loss_name](self.net(self.corrupt(x, generator)), x), {}
 
     def validate(self, val: tuple[Tensor, Tensor], generator: torch.Generator) -> dict[str, float]:
-        was = self.net.training
-        self.net.eval()
-        try:
+        with eval_mode(self.net):
             bs = eval_batch_size(self)
-            xc = torch.cat([self.corrupt(val[0][i : i + bs], generator) for i in range(0, len(val[0]), bs)]) \
-                if len(val[0]) else val[0]
+            xc = transform_batched(self.corrupt, val[0], generator, bs)
 
             def err(a: Tensor, b: Tensor) -> Tensor:
                 return (a - b).pow(2).flatten(1).mean(1)
 
             return {"mse": batched_mean(lambda c, x: err(self.net(c), x), xc, val[0], bs),
                     "input_mse": batched_mean(err, xc, val[0], bs)}
-        finally:
-            self.net.train(was)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "corrupt": describe(self.corrupt), "loss": self.loss_name}
