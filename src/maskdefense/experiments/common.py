@@ -22,16 +22,24 @@ def ensure_model(
     data_root: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool | None = None,
+    monitor_test: bool = False,
     **overrides: Any,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model trained with ``preset`` (and ``overrides``) and ``seed``: reused when its checkpoint
     exists and was trained with exactly this configuration, else trained (or its interrupted training
     resumed) first. Each configuration has its own folder, ``runs_dir/<preset>-<hash of the training
     configuration>``, so changing a preset's rate, cell, model, epochs or seed trains a new model and
-    never reuses or overwrites another one."""
+    never reuses or overwrites another one. A preset that fine-tunes (``init``) gets its starting model the
+    same way first. ``monitor_test``: record test accuracy after every epoch when training (see
+    :func:`~maskdefense.training.loop.train_on_dataset`)."""
     p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
     config, transform = p.train_config(seed=seed), p.transform()
-    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform)
+    init_from, init = None, None
+    if p.init is not None:
+        _, init_meta = ensure_model(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress,
+                                    monitor_test=monitor_test)
+        init_from, init = Path(init_meta["path"]), init_meta["weights_sha256"]
+    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     path = Path(runs_dir) / f"{p.name}-{digest}" / "model.safetensors"
     if path.exists():
@@ -45,7 +53,7 @@ def ensure_model(
             return load_model(path)
     train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
                      transform=transform, data_root=data_root, log=log, progress=progress,
-                     meta={"preset": p.to_dict()})
+                     meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test)
     return load_model(path)  # with the checkpoint's sha256 in its metadata
 
 

@@ -65,6 +65,7 @@ class Trainer:
         config: TrainConfig | None = None,
         *,
         transform: Transform | None = None,
+        monitor: tuple[Tensor, Tensor] | None = None,
         out_dir: str | Path | None = None,
         meta: dict[str, Any] | None = None,
         progress: bool | None = None,
@@ -73,7 +74,9 @@ class Trainer:
     ) -> None:
         """``task``: a :class:`~maskdefense.training.tasks.Task`, or a classifier (then trained with
         cross-entropy on ``transform(images)``). ``meta`` is added to the checkpoint's record. ``lock``:
-        hold the output folder's lock during :meth:`fit` (``False`` when the caller holds it)."""
+        hold the output folder's lock during :meth:`fit` (``False`` when the caller holds it). ``monitor``:
+        images and labels the task's validation metrics are also measured on after every epoch, outside the
+        epoch's timed ``seconds`` (test-accuracy-against-time curves); never used for any decision."""
         if isinstance(task, Task):
             if transform is not None:
                 raise ValueError("give the transform to the task, not to the Trainer")
@@ -92,6 +95,10 @@ class Trainer:
             check_images(val[0], name="validation images")
             val = (val[0], check_labels(val[1], len(val[0]), name="validation labels"))
         self.val = val
+        if monitor is not None:
+            check_images(monitor[0], name="monitoring images")
+            monitor = (monitor[0], check_labels(monitor[1], len(monitor[0]), name="monitoring labels"))
+        self.monitor = monitor
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.meta = dict(meta or {})
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -119,10 +126,9 @@ class Trainer:
     def _run_config(self) -> dict[str, Any]:
         """What must match for a resume to be valid: epochs may grow, unless a schedule depends on them
         (a cosine schedule's length is the run's length: extending it would restart the learning rate)."""
-        cfg = asdict(self.config)
+        cfg = self.config.key()
         if self.config.schedule == "none":
             cfg.pop("epochs")
-        cfg.pop("eval_batch_size")
         return {"train": cfg, "task": self.task.config(), "n_train": len(self.train_x)}
 
     @property
@@ -147,7 +153,8 @@ class Trainer:
             "train_config": asdict(self.config),
             "task": task,
             "transform": task.get("transform"),
-            "history": [{k: v for k, v in asdict(h).items() if k != "seconds"} for h in self.history],
+            "history": [{k: v for k, v in asdict(h).items() if k not in ("seconds", "monitor_seconds")}
+                        for h in self.history],
         }
 
     def run_info(self) -> dict[str, Any]:
@@ -287,11 +294,16 @@ class Trainer:
             metrics = self.train_epoch(epoch)
             val = self.task.validate(self.val, torch.Generator().manual_seed(c.seed)) if self.val is not None else {}
             seconds = time.perf_counter() - t0
+            mon, mon_s = {}, 0.0
+            if self.monitor is not None:
+                mon = self.task.validate(self.monitor, torch.Generator().manual_seed(c.seed))
+                mon_s = time.perf_counter() - t0 - seconds
             self.history.append(EpochStats(epoch, metrics.get("loss"), metrics.get("accuracy"), val.get("accuracy"),
-                                           seconds, self.task.lr(), metrics, val))
+                                           seconds, self.task.lr(), metrics, val, mon, mon_s))
             self.log(f"epoch {epoch}/{c.epochs}: " + "  ".join(
                 [f"{_LABELS.get(k, k)} {v:.4f}" for k, v in metrics.items()]
-                + [f"val {_LABELS.get(k, k)} {v:.4f}" for k, v in val.items()]) + f"  ({seconds:.1f}s)")
+                + [f"val {_LABELS.get(k, k)} {v:.4f}" for k, v in val.items()]
+                + [f"monitor {_LABELS.get(k, k)} {v:.4f}" for k, v in mon.items()]) + f"  ({seconds:.1f}s)")
             self._wall = wall0 + time.perf_counter() - t_start
             self._save()
         self.task.finish()
@@ -299,13 +311,14 @@ class Trainer:
 
 
 def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,
-                 transform: Transform | None = None, limit: int | None = None) -> dict[str, Any]:
+                 transform: Transform | None = None, limit: int | None = None,
+                 init: str | None = None) -> dict[str, Any]:
     """Everything that defines a model trained by :func:`train_on_dataset` (recorded in its checkpoint as
-    ``training_key``): two runs with equal keys train the same model."""
-    cfg = asdict(config)
-    cfg.pop("eval_batch_size")
+    ``training_key``): two runs with equal keys train the same model. ``init``: the weights hash of the
+    checkpoint training started from (fine-tuning), absent when trained from scratch."""
+    cfg = config.key()
     key = {"dataset": dataset, "model": model_name, "model_kwargs": dict(model_kwargs or {}), "train": cfg,
-           "transform": describe(transform), "limit": limit}
+           "transform": describe(transform), "limit": limit, **({"init": init} if init is not None else {})}
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -323,11 +336,17 @@ def train_on_dataset(
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
     meta: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
+    monitor_test: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
     folder's lock throughout. ``meta`` is added to the checkpoint's record (e.g. ``{"preset": ...}``, whose
-    test setting ``predict`` uses). Returns ``(model, metadata)``: the record with the run's metadata."""
+    test setting ``predict`` uses). ``init_from``: a checkpoint of the same architecture to start from
+    (fine-tuning; its weights hash joins the training key). ``monitor_test``: also measure test accuracy
+    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). Returns
+    ``(model, metadata)``: the record with the run's metadata."""
+    from ..checkpoint import load_into
     from ..data import load_dataset
     from ..models import create_model
 
@@ -339,11 +358,14 @@ def train_on_dataset(
         kwargs = {"in_channels": c, "input_size": h, "num_classes": len(train.classes), **(model_kwargs or {})}
         torch.manual_seed(config.seed)  # parameter initialization draws from the global generator
         model = create_model(model_name, **kwargs)
+        init = None
+        if init_from is not None:
+            init = components_of(load_into(model, init_from))["model"]["weights_sha256"]
         trainer = Trainer(
             model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir, lock=False,
             meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
-                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit)},
-            progress=progress, log=log,
+                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init)},
+            progress=progress, log=log, monitor=test.tensors() if monitor_test else None,
         )
         trainer.fit(resume=resume)
         test_acc = accuracy(model, *test.tensors(), batch_size=config.eval_batch_size)

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..config import TrainConfig
 
@@ -47,11 +48,28 @@ def describe(obj: Any) -> Any:
 
 
 def make_optimizer(params: Sequence[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names (Adam, or SGD with Nesterov momentum) over ``params``."""
+    """The optimizer ``config`` names (Adam, or SGD with Nesterov momentum) over ``params``; with
+    ``weight_decay_norm=False`` the one-dimensional parameters (norm scales and shifts, biases) form a
+    second group without weight decay."""
+    groups: list[dict[str, Any]] = [{"params": list(params)}]
+    if not config.weight_decay_norm and config.weight_decay > 0:
+        groups = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                            nesterov=config.momentum > 0)
+
+
+def make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> Any:
+    """The learning-rate schedule ``config`` names over all steps of the run (``None`` for "none")."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=config.warmup,
+                                                   cycle_momentum=config.optimizer == "sgd" and config.momentum > 0)
+    return None
 
 
 class Task:
@@ -119,9 +137,12 @@ class Task:
             if not params:
                 raise ValueError(f"phase {phase!r} has no trainable parameters")
             self.optimizers[phase] = opt = make_optimizer(params, config)
-            if config.schedule == "cosine":
-                self.schedulers[phase] = torch.optim.lr_scheduler.CosineAnnealingLR(
-                    opt, T_max=config.epochs * steps_per_epoch)
+            sched = make_schedule(opt, config, steps_per_epoch)
+            if sched is not None:
+                self.schedulers[phase] = sched
+        if config.channels_last:
+            for net in self.networks.values():
+                net.to(memory_format=torch.channels_last)
 
     def begin_phase(self, phase: str) -> None:
         trained = set(self.trains(phase))
@@ -138,8 +159,15 @@ class Task:
                 p.requires_grad_(True)
 
     def step(self, phase: str, x: Tensor, y: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        """One optimizer step of ``phase`` on the batch; returns its metrics (``loss`` included)."""
-        loss, metrics = self.loss(phase, x, y, generator)
+        """One optimizer step of ``phase`` on the batch; returns its metrics (``loss`` included). The loss
+        runs under bfloat16 autocast when the configuration asks for it, on a channels-last batch when
+        it asks for that."""
+        c = self.train_config
+        if c is not None and c.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c is not None and c.precision == "bf16"):
+            loss, metrics = self.loss(phase, x, y, generator)
+        loss = loss.float()
         opt = self.optimizers[phase]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -151,7 +179,12 @@ class Task:
         sched = self.schedulers.get(phase)
         if sched is not None:
             sched.step()
-        return {"loss": loss.detach(), **metrics}
+        return {"loss": loss.detach(), **{k: v.float() for k, v in metrics.items()}}
+
+    def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The training cross-entropy, with the configuration's label smoothing."""
+        smoothing = self.train_config.label_smoothing if self.train_config is not None else 0.0
+        return F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
 
     def lr(self) -> float:
         """The current learning rate of the first phase."""
@@ -192,4 +225,4 @@ def eval_batch_size(task: Task) -> int:
     return task.train_config.eval_batch_size if task.train_config is not None else 1000
 
 
-__all__ = ["Task", "Hook", "describe", "make_optimizer", "batched_mean", "transform_batched", "eval_batch_size"]
+__all__ = ["Task", "Hook", "describe", "make_optimizer", "make_schedule", "batched_mean", "transform_batched", "eval_batch_size"]

@@ -6,7 +6,6 @@ from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ..predict import accuracy
 from ..transforms import Transform
@@ -38,7 +37,7 @@ class ClassificationTask(Task):
     def loss(self, phase: str, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
         x = self.inputs(x, y, generator)
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = self.cross_entropy(logits, y)
         if self.extra is not None:
             loss = loss + self.extra(x, logits, y)
         return loss, {"accuracy": (logits.detach().argmax(1) == y).float().mean()}
