@@ -118,3 +118,35 @@ def test_bench_pgd_quick(tmp_path):
         assert c["max_linf"] <= r["eps"] + 1e-6 and c["in_range"]
         # every method attacked the same images (labels: the model's own predictions, so clean accuracy is 1)
         assert c["accuracy_under_attack"] < 1.0, k
+
+
+def test_bench_train_speed_quick(tmp_path):
+    mod = _load("bench_train_speed")
+    mod.main(["--quick", "--threads", "1", "--repeats", "1", "--models", "vgg11_narrow", "--images", "32",
+              "--variants", "channels_last,bf16", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_train_speed")
+    assert [r["variant"] for r in rec["summary"]] == ["fp32", "channels_last", "bf16"]
+    for r in rec["summary"]:
+        assert _positive(r["images_per_s"]) and _positive(r["ratio"])
+    assert rec["summary"][0]["ratio"] == pytest.approx(1.0) and rec["summary"][0]["met"] is None
+    assert all(isinstance(r["met"], bool) for r in rec["summary"][1:])
+
+
+def test_bench_recipe_quick(tmp_path):
+    """The accuracy-against-time benchmark on digits: a plain model, then a masked one fine-tuned from it;
+    resumable (a second run reuses both models and the vote)."""
+    mod = _load("bench_recipe")
+    args = ["--quick", "--threads", "1", "--out", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs")]
+    rec = mod.main(args)
+    plain, tuned = rec["presets"]["plain-digits"], rec["presets"]["mad-digits-recipe"]
+    assert len(plain["curve"]) == 30 and len(tuned["curve"]) == 2
+    assert all(pt["test_accuracy"] is not None for pt in plain["curve"] + tuned["curve"])
+    secs = [pt["seconds"] for pt in plain["curve"] + tuned["curve"]]
+    assert secs == sorted(secs)  # the fine-tuned curve starts where its starting model ended
+    assert plain["test_accuracy"] == plain["curve"][-1]["test_accuracy"]
+    assert set(tuned["vote"]) >= {"cell2_votes1", "cell2_votes5"}
+    for name in ("README.md", "results.json", "accuracy_vs_time.png", "models/plain-digits.json"):
+        assert (tmp_path / "out" / name).is_file(), name
+    again = mod.main(args)
+    assert again["presets"]["mad-digits-recipe"]["checkpoint_sha256"] == tuned["checkpoint_sha256"]
+    assert again["presets"]["mad-digits-recipe"]["vote"] == tuned["vote"]

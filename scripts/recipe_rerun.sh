@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Issue "A CPU training recipe": the CIFAR-10 models and results, one job at a time (two jobs on the 2 cores
+# each run ~5x slower, and the recipe benchmark times its training). Every step resumes when rerun.
+#   recipe   bench/bench_recipe.py: trains plain-cifar10-cpu, mad-cifar10-cpu (fine-tuned from it),
+#            resnet18-cifar10-cpu and the first presets plain/mad-cifar10-adam-cpu, with test accuracy after
+#            every epoch; results/recipe-cifar10 (targets, accuracy-against-time plot, MAD votes)
+#   speed    bench/bench_train_speed.py: channels-last, bf16 autocast, torch.compile, batch 256 vs fp32
+#   table4   reproduce mad-table --dataset cifar10 (gray-box, transfer, adaptive EOT, AutoAttack rand) on
+#            the recipe models, into a fresh results/mad-table-cifar10
+#   clean    the clean-accuracy results: mad-votes, mad-ablation (Table 2's clean column), the test-cell
+#            check (4x4 vs 8x8 test cells), mad-fig3 and mad-masks on CIFAR-10
+#   sweeps   Tables 1-3 (trains the rate and cell models: 4 x ~25 minutes, then gray-box attacks)
+#   archive  the training records of the models behind each result into its folder's checkpoints/
+# Usage: bash scripts/recipe_rerun.sh [step ...]   (default: recipe speed table4 clean archive)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MASKDEFENSE_DATA=${MASKDEFENSE_DATA:-../shared/data}
+PY=${PY:-.venv/bin/python}
+MD=${MD:-.venv/bin/maskdefense}
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(recipe speed table4 clean archive)
+ck() { ls runs/"$1"-*/model.safetensors | head -1; }  # ensure_model's folder: runs/<preset>-<config hash>
+for s in "${steps[@]}"; do
+  echo "=== $s $(date -u +%FT%TZ)"
+  case "$s" in
+    recipe) $PY bench/bench_recipe.py ;;
+    speed) $PY bench/bench_train_speed.py --repeats 3 ;;
+    table4) $MD reproduce mad-table --dataset cifar10 ;;
+    clean) for study in mad-votes mad-ablation mad-fig3 mad-masks; do $MD reproduce $study --dataset cifar10; done
+           mkdir -p results/mad-cifar10-testcell
+           for c in 4 8; do
+             [ -f results/mad-cifar10-testcell/predict-cell$c.json ] || $MD predict --checkpoint "$(ck mad-cifar10-cpu)" \
+               --mask-cell $c --mask-rate 0.75 --votes 1 5 20 --json results/mad-cifar10-testcell/predict-cell$c.json
+           done ;;
+    sweeps) $MD reproduce mad-sweeps ;;
+    archive)
+      keep() { local dir=results/$1; shift; mkdir -p "$dir/checkpoints"
+               for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "$dir/checkpoints/$p.json"; done; }
+      for r in mad-table-cifar10 mad-ablation-cifar10 mad-votes-cifar10 mad-fig3-cifar10 mad-cifar10-testcell; do
+        [ -d results/$r ] && keep "$r" mad-cifar10-cpu plain-cifar10-cpu
+      done
+      for f in results/mad-table-cifar10/*/records.jsonl; do [ -f "$f" ] && gzip -n -k -f "$f"; done ;;
+    *) echo "unknown step $s"; exit 2 ;;
+  esac
+done
+echo "=== done $(date -u +%FT%TZ)"
