@@ -141,7 +141,9 @@ def plot(entries: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def readme(rec: dict[str, Any]) -> str:
+def readme(rec: dict[str, Any], notes: str = "") -> str:
+    """The folder's README; ``notes`` (the folder's hand-written ``notes.md``: the analysis of the numbers,
+    kept apart so that a rerun never overwrites it) is placed after the targets."""
     m = rec["metadata"]
     rows = []
     for name, e in rec["presets"].items():
@@ -175,6 +177,7 @@ def readme(rec: dict[str, Any]) -> str:
         "",
         markdown_table(targets) if targets else "(no target among these presets)",
         "",
+        *([notes.strip(), ""] if notes.strip() else []),
         "## All presets",
         "",
         markdown_table(rows),
@@ -188,6 +191,13 @@ def readme(rec: dict[str, Any]) -> str:
     ])
 
 
+def render(rec: dict[str, Any], out: Path) -> None:
+    """The README (with ``notes.md`` when the folder has one) and the plot, from the record."""
+    notes = out / "notes.md"
+    plot(rec["presets"], out / "accuracy_vs_time.png")
+    atomic_write_text(out / "README.md", readme(rec, notes.read_text() if notes.exists() else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets, trained in order")
@@ -199,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--vote-images", type=int, default=None, help="test images for the votes (default: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="digits, 2 epochs: a smoke test in seconds")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite README.md and the plot from results.json (e.g. after editing notes.md)")
     args = ap.parse_args(argv)
     args.presets = [s.strip() for s in args.presets.split(",") if s.strip()]
     torch.set_num_threads(args.threads)
@@ -207,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with exclusive(out, "bench_recipe"):
         rec_path = out / "results.json"
         old = json.loads(rec_path.read_text()) if rec_path.exists() else {}
+        if args.render:
+            if not old:
+                raise SystemExit(f"--render: no {rec_path}")
+            render(old, out)
+            return old
         rec: dict[str, Any] = {
             "benchmark": "bench_recipe", "issue": "A CPU training recipe",
             "config": {"votes": args.votes, "vote_images": args.vote_images, "quick": args.quick},
@@ -234,9 +251,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     entry["vote"] = vote_scores(model, p, x, y, args.votes, args.seed)
             rec["presets"][p.name] = entry
             atomic_write_json(out / "models" / f"{p.name}.json", sidecar)
-            plot(rec["presets"], out / "accuracy_vs_time.png")
             atomic_write_json(rec_path, rec)
-            atomic_write_text(out / "README.md", readme(rec))
+            render(rec, out)
             print(f"{p.name}: test accuracy {entry['test_accuracy']:.4f} after {entry['own_seconds'] / 60:.1f} min"
                   + (f"; vote {entry['vote']}" if "vote" in entry else ""), flush=True)
     return rec

@@ -10,7 +10,7 @@ smoothing and weight-decay groups) on random CIFAR-sized batches, in these varia
 * ``bf16+channels_last``: both (what the recipe presets use);
 * ``bf16+channels_last+compile``: the same with the network wrapped in ``torch.compile`` (inductor;
   compilation happens in the untimed warm-up round);
-* ``bf16+channels_last, batch 256``: a larger batch (images per second, same images per round).
+* ``bf16+channels_last+batch256``: a larger batch (images per second, same images per round).
 
 Ratio = images/s of the variant / images/s of ``fp32`` on the same model, measured in one run with the
 methods alternated (``_common.interleaved``). Goal: the recipe keeps an option when its ratio is >= 1.05.
@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[str, bool, bool, int]] = {
     "bf16": ("bf16", False, False, 128),
     "bf16+channels_last": ("bf16", True, False, 128),
     "bf16+channels_last+compile": ("bf16", True, True, 128),
-    "bf16+channels_last, batch 256": ("bf16", True, False, 256),
+    "bf16+channels_last+batch256": ("bf16", True, False, 256),
 }
 RECIPE_OPTIONS = {k: v for k, v in CPU_RECIPE.items() if k not in ("precision", "channels_last", "batch_size",
                                                                    "crop_padding", "hflip")}

@@ -150,3 +150,7 @@ def test_bench_recipe_quick(tmp_path):
     again = mod.main(args)
     assert again["presets"]["mad-digits-recipe"]["checkpoint_sha256"] == tuned["checkpoint_sha256"]
     assert again["presets"]["mad-digits-recipe"]["vote"] == tuned["vote"]
+    (tmp_path / "out" / "notes.md").write_text("## Analysis\n\nhand-written words\n")
+    mod.main([*args, "--render"])
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "hand-written words" in text and text.index("## Targets") < text.index("## Analysis") < text.index("## All")

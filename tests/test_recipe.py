@@ -155,3 +155,35 @@ def test_fine_tuning_starts_from_the_init_preset(tmp_path):
     assert "init" not in scratch["training_key"] and scratch["path"] != meta["path"]
     # one epoch of masked fine-tuning keeps much of the plain model's accuracy; from scratch it has little
     assert meta["test_accuracy"] > scratch["test_accuracy"] + 0.2
+
+
+def test_train_cli_takes_the_recipe_from_a_preset_and_flags(tmp_path, capsys):
+    """`train --preset` keeps every recipe option of the preset; flags override them; a preset that
+    fine-tunes needs its starting checkpoint (or --from-scratch) and says so in one line."""
+    from maskdefense.cli import main
+
+    base = tmp_path / "base"
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.05",
+                 "--schedule", "onecycle", "--warmup", "0.3", "--label-smoothing", "0.1", "--weight-decay", "5e-4",
+                 "--no-decay-norm", "--precision", "bf16", "--channels-last", "--out", str(base),
+                 "--no-progress"]) == 0
+    cfg = read_metadata(base / "model.safetensors")["train_config"]
+    assert (cfg["schedule"], cfg["warmup"], cfg["label_smoothing"], cfg["weight_decay_norm"], cfg["precision"],
+            cfg["channels_last"]) == ("onecycle", 0.3, 0.1, False, "bf16", True)
+    capsys.readouterr()
+    assert main(["train", "--preset", "plain-cifar10-cpu", "--epochs", "1", "--out", str(tmp_path / "x"),
+                 "--data-root", str(tmp_path / "none")]) == 2  # no CIFAR-10 there; options were accepted first
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+    assert main(["train", "--preset", "mad-cifar10-cpu", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init-from" in err[0] and "plain-cifar10-cpu" in err[0]
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--mask-cell", "2", "--mask-rate", "0.5",
+                 "--init-from", str(base / "model.safetensors"), "--out", str(tuned), "--no-progress"]) == 0
+    assert read_metadata(tuned / "model.safetensors")["training_key"]["init"] == \
+        read_metadata(base / "model.safetensors")["weights_sha256"]
+    capsys.readouterr()
+    assert main(["train", "--dataset", "digits", "--width", "16", "--init-from", str(base / "model.safetensors"),
+                 "--out", str(tmp_path / "z")]) == 2  # another architecture: refused in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]

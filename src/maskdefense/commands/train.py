@@ -38,17 +38,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None, help="adam (MAD's default) or sgd")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default 1e-3)")
-    p.add_argument("--schedule", choices=["none", "cosine"], default=None)
+    p.add_argument("--schedule", choices=["none", "cosine", "onecycle"], default=None,
+                   help="learning-rate schedule over the run (onecycle: warm-up then cosine annealing)")
+    p.add_argument("--warmup", type=unit_interval, default=None, help="onecycle: fraction of the steps warming up")
     p.add_argument("--weight-decay", type=nonnegative_float, default=None)
+    p.add_argument("--no-decay-norm", action="store_true", default=None,
+                   help="keep weight decay off batch-norm parameters and biases")
+    p.add_argument("--label-smoothing", type=unit_interval, default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="bf16: forward pass under CPU bfloat16 autocast (faster on CPUs with AVX512-BF16)")
+    p.add_argument("--channels-last", action="store_true", default=None, help="channels-last memory format")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="start from this checkpoint's weights (same architecture): fine-tuning")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train from scratch a preset that fine-tunes another preset's model")
     p.add_argument("--mask-cell", type=positive_int, default=None,
                    help="MAD grid cell side in pixels, dividing the image side (e.g. 7 for MNIST, 8 for CIFAR)")
     p.add_argument("--mask-rate", type=unit_interval, default=None, help="probability that a cell is masked (paper: 0.75)")
     p.add_argument("--mask-fill", type=mask_fill, default="black",
                    help="fill for masked pixels: black (paper), mean, noise, or a grey level in [0, 1]")
     p.add_argument("--no-mask", action="store_true", help="train without masking even if the preset masks")
-    p.add_argument("--crop-padding", type=nonnegative_int, default=0,
+    p.add_argument("--crop-padding", type=nonnegative_int, default=None,
                    help="data augmentation: random crop after zero padding by this many pixels (default 0: off)")
-    p.add_argument("--hflip", action="store_true", help="data augmentation: random horizontal flips (not for digits)")
+    p.add_argument("--hflip", action="store_true", default=None,
+                   help="data augmentation: random horizontal flips (not for digits)")
     p.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images (quick runs)")
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<model>[-mad])")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
@@ -101,11 +114,17 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         return getattr(base, name) if v is None else v
 
-    config = TrainConfig(
-        epochs=pick("epochs"), batch_size=pick("batch_size"), optimizer=pick("optimizer"), lr=pick("lr"),
-        schedule=pick("schedule"), weight_decay=pick("weight_decay"), seed=args.seed,
-        crop_padding=args.crop_padding, hflip=args.hflip,
-    )
+    args.weight_decay_norm = False if args.no_decay_norm else None
+    names = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "weight_decay_norm",
+             "label_smoothing", "precision", "channels_last", "crop_padding", "hflip")
+    try:
+        config = TrainConfig(**{n: pick(n) for n in names}, seed=args.seed)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    init_from = args.init_from
+    if init_from is None and base.init is not None and not args.from_scratch:
+        raise UserError(f"preset {base.name} fine-tunes the model of preset {base.init}: pass its checkpoint with "
+                        f"--init-from (train it with `maskdefense train --preset {base.init}`), or --from-scratch")
     cell = None if args.no_mask else (args.mask_cell if args.mask_cell is not None else base.train_cell)
     rate = args.mask_rate if args.mask_rate is not None else base.train_rate
     transform = None
@@ -127,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     _, meta = train_on_dataset(
         dataset, model, config, out_dir=out, model_kwargs=model_kwargs, transform=transform,
         data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
+        init_from=init_from,
         # the preset's record (its test-time masking is predict's default) when its masking was kept as it is
         meta={"preset": preset.to_dict()} if preset and args.mask_cell is None and args.mask_rate is None
         and not args.no_mask else None,

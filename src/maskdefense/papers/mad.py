@@ -184,6 +184,8 @@ add_preset(Preset("plain-mnist-cpu", "mnist", "lenet5", epochs=12, n_eval=1000,
             description="LeNet/MNIST without masking, same budget as mad-mnist-cpu"))
 add_preset(Preset("mad-cifar10-paper", "cifar10", "vgg16", epochs=100, train_cell=8, test_cell=4, n_eval=10000,
             description="MAD VGG16/CIFAR-10 as in the paper (full width; epochs not stated there)"))
+add_preset(Preset("plain-cifar10-paper", "cifar10", "vgg16", epochs=100, n_eval=10000,
+            description="VGG16/CIFAR-10 without masking as in the paper (full width, Adam; epochs not stated there)"))
 # CIFAR-10 on CPU: VGG16 at width 1/2 with the CPU training recipe (training.presets.CPU_RECIPE). The masked
 # model starts from the plain one (fine-tuning, stated in `differs`); mad-cifar10-scratch-cpu is the paper's
 # from-scratch setting at the same width.

@@ -90,8 +90,8 @@ add_preset(Preset("resnet18-cifar10-cpu", "cifar10", "resnet18_half", epochs=14,
                               "surrogate of the ResNet-18 defenses"))
 add_preset(Preset("resnet18-cifar10-full", "cifar10", "resnet18", epochs=200, n_eval=10000,
                   **{**CPU_RECIPE, "precision": "fp32", "channels_last": False, "schedule": "cosine", "warmup": 0.25},
-                  description="ResNet-18 (CIFAR variant, full width) on CIFAR-10: the standard 200-epoch SGD cosine "
-                              "schedule with crop+flip, for GPU users"))
+                  description="ResNet-18 (CIFAR variant, full width) on CIFAR-10 for GPU users: the recipe's SGD, "
+                              "label smoothing, weight decay and crop+flip in fp32, 200 epochs with a cosine schedule"))
 
 DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet5", "cifar10": "vgg16_narrow", "svhn": "resnet18_narrow"}
 
