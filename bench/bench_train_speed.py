@@ -12,8 +12,10 @@ smoothing and weight-decay groups) on random CIFAR-sized batches, in these varia
   compilation happens in the untimed warm-up round);
 * ``bf16+channels_last+batch256``: a larger batch (images per second, same images per round).
 
-Ratio = images/s of the variant / images/s of ``fp32`` on the same model, measured in one run with the
-methods alternated (``_common.interleaved``). Goal: the recipe keeps an option when its ratio is >= 1.05.
+Ratio = images/s of the variant / images/s of its reference on the same model, measured in one run with the
+methods alternated (``_common.interleaved``): the reference of compile and batch 256 is
+``bf16+channels_last`` (what they would be added to), of the others ``fp32``. Goal: the recipe keeps an option
+when its ratio is >= 1.05. The ratio against fp32 is reported for every variant.
 Run on a quiet machine: ``.venv/bin/python bench/bench_train_speed.py`` (a few minutes).
 """
 
@@ -45,6 +47,8 @@ VARIANTS: dict[str, tuple[str, bool, bool, int]] = {
     "bf16+channels_last+compile": ("bf16", True, True, 128),
     "bf16+channels_last+batch256": ("bf16", True, False, 256),
 }
+#: The variant each one is an addition to (the reference of its goal).
+REFERENCE = {"bf16+channels_last+compile": "bf16+channels_last", "bf16+channels_last+batch256": "bf16+channels_last"}
 RECIPE_OPTIONS = {k: v for k, v in CPU_RECIPE.items() if k not in ("precision", "channels_last", "batch_size",
                                                                    "crop_padding", "hflip")}
 
@@ -92,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s = C.summarize(C.interleaved(methods, args.repeats), float(images))
         summary[m] = s
         for v in variants:
-            r = C.ratio(s, v, "fp32")
-            rows.append({"model": m, "variant": v, "images_per_s": s[v]["images_per_s"], **r,
+            ref = REFERENCE.get(v, "fp32") if REFERENCE.get(v, "fp32") in s else "fp32"
+            r = C.ratio(s, v, ref)
+            rows.append({"model": m, "variant": v, "images_per_s": s[v]["images_per_s"], "reference": ref, **r,
+                         "ratio_vs_fp32": C.ratio(s, v, "fp32")["ratio"],
                          "met": C.met(r["ratio"], GOAL) if v != "fp32" else None})
     wall = C.timer() - t0
     meta = C.metadata(args, C.command(argv, "bench_train_speed.py"), wall, images=images)
@@ -103,12 +109,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "summary": rows, "raw": summary, "metadata": meta}
     md = C.md_header("Training-step speed options (issue A CPU training recipe)", meta) + "\n".join([
         f"Library training step (`ClassificationTask.step`, the recipe's SGD/one-cycle/label smoothing) on {images} "
-        "random 3x32x32 images per round. Ratio = images/s of the variant / images/s of fp32 (same model, same "
-        f"run); goal: the recipe keeps an option when its ratio is >= {GOAL}.",
+        "random 3x32x32 images per round. Ratio = images/s of the variant / images/s of its reference (same model, "
+        "same run): compile and batch 256 are measured as additions to bf16+channels_last, the rest against fp32. "
+        f"Goal: the recipe keeps an option when its ratio is >= {GOAL}.",
         "",
-        C.md_table(["model", "variant", "img/s", "ratio vs fp32", "goal", "met"],
-                   [[r["model"], r["variant"], r["images_per_s"], r["ratio"], f">= {GOAL}" if r["variant"] != "fp32"
-                     else "-", r["met"]] for r in rows]),
+        C.md_table(["model", "variant", "img/s", "reference", "ratio", "goal", "met", "ratio vs fp32"],
+                   [[r["model"], r["variant"], r["images_per_s"], r["reference"] if r["variant"] != "fp32" else "-",
+                     r["ratio"], f">= {GOAL}" if r["variant"] != "fp32" else "-", r["met"], r["ratio_vs_fp32"]]
+                    for r in rows]),
     ])
     C.write_results(args.out, NAME, record, md)
     return record
