@@ -59,7 +59,7 @@ def make_method(model_name: str, variant: str, images: int, seed: int) -> Callab
     model = create_model(model_name)
     cfg = TrainConfig(**RECIPE_OPTIONS, precision=precision, channels_last=channels_last, batch_size=batch, epochs=1000)
     task = ClassificationTask(torch.compile(model) if compile_ else model)
-    task.setup(cfg, steps_per_epoch=images // batch)
+    task.setup(cfg, steps_per_epoch=max(1, -(-images // batch)))
     task.begin_phase("train")
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(images, 3, 32, 32, generator=g)
