@@ -177,6 +177,9 @@ def test_train_cli_takes_the_recipe_from_a_preset_and_flags(tmp_path, capsys):
     assert main(["train", "--preset", "mad-cifar10-cpu", "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--init-from" in err[0] and "plain-cifar10-cpu" in err[0]
+    assert main(["train", "--dataset", "digits", "--init-from", str(base / "model.safetensors"), "--from-scratch",
+                 "--out", str(tmp_path / "w")]) == 2
+    assert "contradict" in capsys.readouterr().err
     tuned = tmp_path / "tuned"
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--mask-cell", "2", "--mask-rate", "0.5",
                  "--init-from", str(base / "model.safetensors"), "--out", str(tuned), "--no-progress"]) == 0

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     init_from = args.init_from
+    if init_from is not None and args.from_scratch:
+        raise UserError("--init-from and --from-scratch contradict each other: give one")
     if init_from is None and base.init is not None and not args.from_scratch:
         raise UserError(f"preset {base.name} fine-tunes the model of preset {base.init}: pass its checkpoint with "
                         f"--init-from (train it with `maskdefense train --preset {base.init}`), or --from-scratch")

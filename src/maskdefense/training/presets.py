@@ -73,7 +73,8 @@ def add_preset(p: Preset) -> Preset:
 #: The CPU training recipe (issue "A CPU training recipe"): the options of :class:`Preset` it sets. SGD with
 #: Nesterov momentum 0.9 and a one-cycle schedule (peak lr 0.1 after 20% of the steps), label smoothing
 #: 0.1, weight decay 5e-4 kept off batch-norm parameters and biases, random crop (4-pixel zero padding) and
-#: horizontal flip, bfloat16 autocast and channels-last (measured faster on this CPU: results/recipe-cifar10).
+#: horizontal flip, bfloat16 autocast and channels-last (measured ~2x faster on this CPU together:
+#: results/bench/bench_train_speed.md; accuracy against time: results/recipe-cifar10).
 CPU_RECIPE: dict[str, Any] = {
     "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "schedule": "onecycle", "warmup": 0.2,
     "weight_decay": 5e-4, "weight_decay_norm": False, "label_smoothing": 0.1, "crop_padding": 4, "hflip": True,
