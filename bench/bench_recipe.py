@@ -77,12 +77,25 @@ def curve(sidecar: dict[str, Any], start: float = 0.0) -> list[dict[str, Any]]:
     return out
 
 
+def training_seconds(sidecar: dict[str, Any]) -> float:
+    return sum(float(h["seconds"]) for h in sidecar["history"])
+
+
+def starting_seconds(p: Preset, args: argparse.Namespace) -> float:
+    """The training time of the model ``p`` starts from (and of its own start, and so on); 0 from scratch."""
+    if p.init is None:
+        return 0.0
+    init = create_preset(p.init)
+    _, meta = ensure_model(init, args.runs_dir, seed=args.seed, data_root=args.data_root, monitor_test=True)
+    return starting_seconds(init, args) + training_seconds(read_sidecar(meta["path"]))
+
+
 def vote_scores(model: torch.nn.Module, p: Preset, x: torch.Tensor, y: torch.Tensor, votes: int,
                 seed: int) -> dict[str, Any]:
     """The defense's accuracy: ``votes`` masked copies and one, with the preset's test cell and its
     training cell."""
     out: dict[str, Any] = {"votes": votes, "n_images": len(y), "rate": p.test_rate}
-    for cell in sorted({p.test_cell, p.train_cell}):
+    for cell in sorted({c for c in (p.test_cell, p.train_cell) if c is not None}):
         mad = MADClassifier(model, cell, p.test_rate).eval()
         t0 = time.perf_counter()
         for n in (1, votes):
@@ -112,7 +125,7 @@ def target_row(name: str, entry: dict[str, Any]) -> dict[str, Any] | None:
                   + (f"{first / 60:.1f} min" if first is not None else "never"))
     else:
         v = entry.get("vote") or {}
-        value = v.get(f"cell{create_preset(name).test_cell}_votes{v.get('votes')}")
+        value = v.get(f"cell{entry['preset']['test_cell']}_votes{v.get('votes')}")
         met = value is not None and value >= thr
         detail = f"{pct(value)} ({v.get('n_images')} test images)"
     goal = f">= {pct(thr, 0)}" + (f" in <= {minutes:.0f} min" if minutes is not None else "") + f" ({what})"
@@ -235,12 +248,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             model, meta = ensure_model(p, args.runs_dir, seed=args.seed, data_root=args.data_root,
                                        monitor_test=True)
             sidecar = read_sidecar(meta["path"])
-            start = 0.0
-            if p.init is not None:
-                start = rec["presets"].get(p.init, {}).get("curve", [{}])[-1].get("seconds", 0.0)
+            start = starting_seconds(p, args)
             entry = {"model": p.model, "epochs": p.epochs, "init": p.init, "preset": p.to_dict(),
                      "checkpoint_sha256": meta["sha256"], "test_accuracy": meta["test_accuracy"],
-                     "own_seconds": round(sum(float(h["seconds"]) for h in sidecar["history"]), 2),
+                     "own_seconds": round(training_seconds(sidecar), 2),
                      "curve": curve(sidecar, start)}
             prev = rec["presets"].get(p.name, {})
             if p.test_cell is not None:

@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         s = C.summarize(C.interleaved(methods, args.repeats), float(images))
         summary[m] = s
         for v in variants:
-            ref = REFERENCE.get(v, "fp32") if REFERENCE.get(v, "fp32") in s else "fp32"
+            ref = REFERENCE.get(v, "fp32")
+            if ref not in s:  # its reference variant was not asked for
+                ref = "fp32"
             r = C.ratio(s, v, ref)
             rows.append({"model": m, "variant": v, "images_per_s": s[v]["images_per_s"], "reference": ref, **r,
                          "ratio_vs_fp32": C.ratio(s, v, "fp32")["ratio"],

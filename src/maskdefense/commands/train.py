@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data import dataset_info
     from ..ops.masking import grid_shape
     from ..rundir import check_output_dir
+    from dataclasses import fields, replace
+
     from ..training.config import TrainConfig
     from ..training.loop import train_on_dataset
     from ..training.presets import DEFAULT_MODEL, Preset, create_preset
@@ -110,15 +112,10 @@ def run(args: argparse.Namespace) -> int:
     _check_model(model, {"in_channels": info.channels, "input_size": info.size, "num_classes": info.num_classes,
                          **model_kwargs})
 
-    def pick(name: str) -> object:
-        v = getattr(args, name)
-        return getattr(base, name) if v is None else v
-
     args.weight_decay_norm = False if args.no_decay_norm else None
-    names = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup", "weight_decay", "weight_decay_norm",
-             "label_smoothing", "precision", "channels_last", "crop_padding", "hflip")
-    try:
-        config = TrainConfig(**{n: pick(n) for n in names}, seed=args.seed)
+    try:  # the preset's settings (as ensure_model trains them), each flag given on the command line on top
+        config = replace(base.train_config(seed=args.seed), **{
+            f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None})
     except ValueError as e:
         raise UserError(str(e)) from None
     init_from = args.init_from

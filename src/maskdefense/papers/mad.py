@@ -196,11 +196,11 @@ PLAIN_CIFAR10 = add_preset(Preset(
     "plain-cifar10-cpu", "cifar10", "vgg16_half", epochs=27, n_eval=500, **CPU_RECIPE,
     differs=(*_CPU_SIZE, "27 epochs, sized to train in <= 45 minutes on 2 CPU cores", *CPU_RECIPE_DIFFERS),
     description="VGG16 (width 1/2) on CIFAR-10 without masking: the undefended model and transfer surrogate"))
+_FINE_TUNED = (*_CPU_SIZE, "masked training fine-tunes plain-cifar10-cpu for 15 epochs (peak lr 0.05) instead of "
+               "training from scratch (paper: Adam, epochs not stated)", *CPU_RECIPE_DIFFERS)
 MAD_CIFAR10 = add_preset(Preset(
     "mad-cifar10-cpu", "cifar10", "vgg16_half", epochs=15, n_eval=300, train_cell=8, test_cell=4,
-    **{**CPU_RECIPE, "lr": 0.05}, init="plain-cifar10-cpu",
-    differs=(*_CPU_SIZE, "masked training fine-tunes plain-cifar10-cpu for 15 epochs (peak lr 0.05) instead of "
-             "training from scratch (paper: Adam, epochs not stated)", *CPU_RECIPE_DIFFERS, *_ATTACK_BUDGET),
+    **{**CPU_RECIPE, "lr": 0.05}, init="plain-cifar10-cpu", differs=(*_FINE_TUNED, *_ATTACK_BUDGET),
     description="MAD VGG16/CIFAR-10 sized for a 2-core CPU (8x8 cells at rate 3/4 in training, 4x4 at test)"))
 add_preset(replace(MAD_CIFAR10, name="mad-cifar10-scratch-cpu", epochs=30, lr=0.1, init=None,
                    differs=(*_CPU_SIZE, "30 epochs from scratch", *CPU_RECIPE_DIFFERS, *_ATTACK_BUDGET),
@@ -210,10 +210,10 @@ add_preset(replace(MAD_CIFAR10, name="mad-cifar10-scratch-cpu", epochs=30, lr=0.
 _SWEEP = ("100 test images for attacks", "gray-box attacks only")
 for _num, _den in ((1, 3), (1, 2), (4, 5)):
     add_preset(replace(MAD_CIFAR10, name=f"mad-cifar10-rate{_num}_{_den}-cpu", train_rate=_num / _den,
-                       test_rate=_num / _den, n_eval=100, differs=(*MAD_CIFAR10.differs[:-2], *_SWEEP),
+                       test_rate=_num / _den, n_eval=100, differs=(*_FINE_TUNED, *_SWEEP),
                        description=f"MAD Table 1 column {_num}/{_den}: mad-cifar10-cpu with mask rate {_num}/{_den}"))
 add_preset(replace(MAD_CIFAR10, name="mad-cifar10-train4-cpu", train_cell=4, n_eval=100,
-                   differs=(*MAD_CIFAR10.differs[:-2], *_SWEEP),
+                   differs=(*_FINE_TUNED, *_SWEEP),
                    description="MAD Table 3 columns 'training 4x4': mad-cifar10-cpu trained with 4x4 cells"))
 # The first CPU presets (before the recipe): VGG16 at width 1/4, 20 epochs of Adam, no augmentation. Kept for
 # the accuracy-against-time comparison (results/recipe-cifar10) and the provenance of the older results.

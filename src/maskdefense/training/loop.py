@@ -269,6 +269,11 @@ class Trainer:
             out.update({prefix + key: float(t) / n for key, t in totals.items()})
         return out
 
+    def _measure(self, data: tuple[Tensor, Tensor] | None) -> dict[str, float]:
+        """The task's validation metrics on ``data`` (none without data), with a generator seeded the same
+        way every epoch."""
+        return self.task.validate(data, torch.Generator().manual_seed(self.config.seed)) if data is not None else {}
+
     def fit(self, resume: bool = True) -> list[EpochStats]:
         """Train to ``config.epochs`` epochs (continuing a saved run when ``resume``); refuses a saved run
         that is already longer than asked."""
@@ -292,12 +297,10 @@ class Trainer:
         for epoch in range(done + 1, c.epochs + 1):
             t0 = time.perf_counter()
             metrics = self.train_epoch(epoch)
-            val = self.task.validate(self.val, torch.Generator().manual_seed(c.seed)) if self.val is not None else {}
+            val = self._measure(self.val)
             seconds = time.perf_counter() - t0
-            mon, mon_s = {}, 0.0
-            if self.monitor is not None:
-                mon = self.task.validate(self.monitor, torch.Generator().manual_seed(c.seed))
-                mon_s = time.perf_counter() - t0 - seconds
+            mon = self._measure(self.monitor)
+            mon_s = time.perf_counter() - t0 - seconds if self.monitor is not None else 0.0
             self.history.append(EpochStats(epoch, metrics.get("loss"), metrics.get("accuracy"), val.get("accuracy"),
                                            seconds, self.task.lr(), metrics, val, mon, mon_s))
             self.log(f"epoch {epoch}/{c.epochs}: " + "  ".join(
