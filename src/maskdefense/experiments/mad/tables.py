@@ -22,7 +22,7 @@ from ...data import DataError, load_dataset
 from ...defenses.mad import MADClassifier
 from ...eval import evaluate
 from ...eval.harness import attack_and_verify
-from ...papers.mad import FIG3_ATTACKS, FIG3_KEPT, TABLE_NAME, TABLE_SUITE
+from ...papers.mad import FIG3_ATTACKS, FIG3_KEPT, TABLE_NAME, TABLE_SUITE, TRANSFER_SURROGATE
 from ...training.presets import create_preset
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
@@ -33,7 +33,7 @@ from ..common import ensure_model, harness_wall_time, mean_defined
 Log = Callable[[str], None]
 
 # Images evaluated: enough that >= 1000 (MNIST) are correctly classified; CIFAR-10/SVHN: what a 2-core CPU
-# affords for VGG16/ResNet18 at width 1/4 (about 15 CPU-minutes for the 23 attacks x 2 threats).
+# affords for VGG16/ResNet18 at CPU widths (width 1/4: about 15 CPU-minutes for the 23 attacks x 2 threats).
 N_IMAGES = {"mnist": 1100, "cifar10": 300, "svhn": 300}
 # Images for the adaptive threat (EOT: n_grad forward/backward passes per gradient step).
 ADAPTIVE_N = {"mnist": 300, "cifar10": 50, "svhn": 50}
@@ -74,7 +74,7 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     suite = get_suite(TABLE_SUITE["mnist" if quick else dataset])
     po = {"epochs": 3, **(preset_overrides or {})} if quick else dict(preset_overrides or {})
     mad_p = create_preset("mad-digits" if quick else f"mad-{dataset}-cpu", **po)
-    sur_p = create_preset("plain-digits" if quick else f"plain-{dataset}-cpu", **po)
+    sur_p = create_preset("plain-digits" if quick else TRANSFER_SURROGATE[dataset], **po)
     try:
         load_dataset(ds, "test", root=data_root, limit=1)
     except DataError as e:
@@ -228,7 +228,7 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "**Defense** = the vote on the same examples, mean over 3 evaluations with fresh masks. "
         "Threat models: *gray-box* = examples made against the base network without the masking (the paper's "
         "setting); *black-box transfer* = made against an independently trained plain model "
-        f"({meta['surrogate_preset']['name']}); *adaptive* = made against the whole defense end to end. "
+        f"({meta['surrogate_preset']['name']}, {meta['surrogate_preset']['model']}); *adaptive* = made against the whole defense end to end. "
         f"Attacks are Foolbox's with library defaults except epsilon, and except `{meta['attack_overrides']}` "
         "(Carlini-Wagner's 9 x 10,000 steps are out of reach on this CPU)."
     )
