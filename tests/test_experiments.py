@@ -156,6 +156,18 @@ def test_mad_table_quick_puts_paper_and_ours_side_by_side(runs, tmp_path):
     assert "adaptive EOT" in readme and "black-box transfer" in readme
     assert (out / "eval-adaptive" / "summary.md").exists()
     assert (out / "eval" / "records.jsonl").exists()
+    # the budget check: each attack's largest-eps row again at twice the budget, under every threat (and
+    # the adaptive EOT samples doubled), compared with the adaptive run's rows on the same images
+    checked = data["meta"]["budget_check"]
+    adaptive = {(q["label"], q["threat"]): q for q in
+                json.loads((out / "eval-adaptive" / "summary.json").read_text())["rows"]}
+    assert {c["threat"] for c in checked} == {"gray-box", "black-box", "adaptive"}
+    for c in checked:
+        assert c["base"] == adaptive[(c["label"], c["threat"])]["defense_acc"]
+        assert c["budget_scaled"] == {k: 2 * v for k, v in c["budget"].items()}
+        if c["threat"] == "adaptive":
+            assert c["samples_per_gradient"][1] == 2 * c["samples_per_gradient"][0]
+    assert "Is the attack budget enough?" in readme and (out / "budget-x2" / "summary.md").exists()
 
 
 def _check_table_reads_the_harness(out, rows):

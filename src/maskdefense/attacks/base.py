@@ -40,7 +40,9 @@ class ParamSpec:
     ``type`` is ``"float"``, ``"int"``, ``"bool"`` or ``"str"``; ``nullable`` allows ``None``;
     ``choices`` restricts strings (matched case-insensitively, stored in the spelling given here);
     ``minimum``/``exclusive`` bound numbers; ``required`` parameters have no default (``eps``);
-    ``allow_inf`` admits ``inf`` for a float (an unbounded minimum-norm attack).
+    ``allow_inf`` admits ``inf`` for a float (an unbounded minimum-norm attack); ``budget`` marks a count
+    that buys strength with compute (iterations, restarts, binary-search steps, queries, EOT samples): the
+    budget check (:meth:`~maskdefense.attacks.spec.AttackSpec.with_budget`) multiplies these.
     """
 
     name: str
@@ -53,6 +55,7 @@ class ParamSpec:
     exclusive: bool = False
     allow_inf: bool = False
     doc: str = ""
+    budget: bool = False
 
     def coerce(self, value: Any, attack: str = "") -> Any:
         """Check ``value`` against this parameter and return it in canonical type; raise SpecError."""
@@ -183,6 +186,8 @@ def register_attack(defn: AttackDef) -> AttackDef:
         raise ValueError(f"attack {defn.name!r} has duplicate parameters")
     if not names or names[0] != "eps":
         raise ValueError(f"attack {defn.name!r}: the first parameter must be eps")
+    if any(p.budget and p.type != "int" for p in defn.params):
+        raise ValueError(f"attack {defn.name!r}: budget parameters must be integer counts")
     _DEFS.add(defn.name, lambda: defn, defn.description)
     return defn
 

@@ -98,6 +98,21 @@ class AttackSpec:
         spec = resolve_spec(self.name, given)
         return AttackSpec(spec.name, spec.params, spec.given, spec.settings, self.label, self.paper)
 
+    @property
+    def budget(self) -> dict[str, int]:
+        """The budget parameters and their values: the counts that buy strength with compute (iterations,
+        restarts, binary-search steps, queries, the attack's own EOT samples)."""
+        return {p.name: int(self.params[p.name]) for p in self.definition.params
+                if p.budget and self.params.get(p.name) is not None}
+
+    def with_budget(self, factor: int) -> "AttackSpec":
+        """The same attack with every budget parameter multiplied by ``factor`` (step sizes that derive from
+        the number of steps are derived again); labelled ``"<label> (budget xN)"``, without paper numbers."""
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise SpecError(f"budget factor must be a positive int, got {factor!r}")
+        s = self.with_params(**{k: v * factor for k, v in self.budget.items()}) if self.budget else self
+        return AttackSpec(s.name, s.params, s.given, s.settings, label=f"{self.display} (budget x{factor})")
+
     def to_dict(self) -> dict[str, Any]:
         d = self.definition
         out: dict[str, Any] = {

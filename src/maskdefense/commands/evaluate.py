@@ -13,6 +13,7 @@ Rerunning the same command resumes an interrupted run; a different configuration
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ._common import add_data_args, add_progress_arg, add_seed_arg, default_out, echo, positive_int, progress_enabled
@@ -88,6 +89,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_common_args(p)
     p.add_argument("--save-adv", action="store_true", help="also store the adversarial examples")
+    p.add_argument("--budget-check", action="store_true",
+                   help="then rerun each attack's largest-eps row with twice its budget (steps, restarts, "
+                        "binary-search steps; twice the EOT samples adaptively) on the same images into "
+                        "OUT/budget-x2 and say whether each number moved more than its noise")
     p.set_defaults(func=run)
 
 
@@ -104,7 +109,7 @@ def list_everything() -> str:
     return "\n".join(lines)
 
 
-def run_command(args: argparse.Namespace, *, command: str, save_adversarial: bool) -> int:
+def run_command(args: argparse.Namespace, *, command: str, save_adversarial: bool, budget: bool = False) -> int:
     from ..attacks import parse_attack_spec, parse_attacks, parse_overrides
     from ..checkpoint import load_model
     from ..eval import build_defense, evaluate, parse_defense_spec, parse_threats
@@ -165,9 +170,35 @@ def run_command(args: argparse.Namespace, *, command: str, save_adversarial: boo
     for f in report.flags:
         echo(f"  [{f.severity}] {f.code}: {f.message}")
     echo(f"wrote {out}/summary.md, summary.csv, summary.json, acc_vs_eps.png, records.jsonl, run.json")
-    if args.strict and report.errors:
+    flags = list(report.errors)
+    if budget:
+        flags += _budget_check(defense, data, report, args.attacks, out, overrides=overrides or None,
+                               surrogate=surrogate, repeats=args.repeats, seed=args.seed, batch_size=args.batch_size,
+                               resume=not args.fresh, progress=progress_enabled(args), checkpoint_meta=meta,
+                               surrogate_meta=surrogate_meta)
+    if args.strict and any(f.severity == "error" for f in flags):
         return 3
     return 0
+
+
+def _budget_check(defense: Any, data: Any, report: Any, attacks: str, out: Any, *, overrides: Any,
+                  **common: Any) -> list[Any]:
+    from ..attacks import parse_attacks
+    from ..eval import budget_check, strongest_per_attack
+    from ..provenance import atomic_write_json
+
+    rows, flags = budget_check(defense, data, report, strongest_per_attack(parse_attacks(attacks)), out_dir=out,
+                               attack_overrides=overrides, **common)
+    echo(f"budget check (x2 budget on the same {len(data)} images; enough = the defense accuracy moves by at most "
+         "one standard error):")
+    for r in rows:
+        echo(f"  {r['threat']:9s} {r['label']:32s} defense {_p(r['base'])} -> {_p(r['scaled'])}  "
+             f"noise {100 * r['noise']:.2f}  {'enough' if r['enough'] else 'NOT ENOUGH'}")
+    for f in flags:
+        echo(f"  [{f.severity}] {f.code}: {f.message}")
+    atomic_write_json(Path(out) / "budget.json", {"rows": rows, "flags": [f.to_dict() for f in flags]})
+    echo(f"wrote {out}/budget.json")
+    return flags
 
 
 def _p(v: float | None) -> str:
@@ -175,4 +206,4 @@ def _p(v: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_command(args, command="evaluate", save_adversarial=args.save_adv)
+    return run_command(args, command="evaluate", save_adversarial=args.save_adv, budget=args.budget_check)

@@ -22,6 +22,7 @@ from .harness import (
     DEFAULT_SANITY, AttackOutcome, ConfigMismatchError, Report, attack_and_verify, benchmark_pgd_linf, derive_seed,
     evaluate, state_hash, tensor_hash,
 )
+from .budget import budget_check, check_budget, compare_budgets, strongest_per_attack
 from .records import RecordFileError, RecordStore
 from .threat import DetectorAware, ThreatModel, bound_labels, make_target, parse_threats, samples_per_gradient
 from .verify import Verification, norm_tolerance, perturbation_norms, verify_perturbation
@@ -31,5 +32,6 @@ __all__ = [
     "derive_seed", "state_hash", "tensor_hash", "DEFAULT_SANITY", "Flag", "run_checks", "DEFENSES",
     "build_defense", "list_defenses", "parse_defense_spec", "RecordStore", "RecordFileError", "ThreatModel",
     "make_target", "parse_threats", "samples_per_gradient", "DetectorAware", "bound_labels", "Verification", "norm_tolerance",
-    "perturbation_norms", "verify_perturbation",
+    "perturbation_norms", "verify_perturbation", "budget_check", "check_budget", "compare_budgets",
+    "strongest_per_attack",
 ]

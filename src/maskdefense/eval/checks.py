@@ -34,6 +34,8 @@ PERTURBATION_EXCEEDS_EPS           error    an attack returned examples outside 
 PIXEL_OUT_OF_RANGE                 error    an attack returned pixels outside [0, 1] or non-finite
                                             values (counted as failed attacks)
 INCOMPLETE                         error    some (example, attack) records are missing
+BUDGET_NOT_ENOUGH                  warning  the attack again with twice its budget moves the number by
+                                            more than its noise (raised by :mod:`maskdefense.eval.budget`)
 =================================  =======  ===========================================================
 """
 

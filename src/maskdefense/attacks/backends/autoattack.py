@@ -143,13 +143,13 @@ def _register_autoattack() -> None:
     common = (
         ParamSpec("eps", "float", required=True, minimum=0.0, doc="perturbation budget"),
         ParamSpec("norm", "str", default="Linf", choices=_AA_NORMS, doc="threat norm"),
-        ParamSpec("n_iter", "int", default=None, nullable=True, minimum=1,
+        ParamSpec("n_iter", "int", default=None, nullable=True, minimum=1, budget=True,
                   doc="APGD/FAB iterations (library default 100)"),
     )
     register_attack(AttackDef(
         name="autoattack-standard", family="AutoAttack", norm=None, backend="autoattack",
         implementation="pyautoattack.AutoAttack(version='standard')", kind="ensemble",
-        params=(*common, ParamSpec("n_queries", "int", default=None, nullable=True, minimum=1,
+        params=(*common, ParamSpec("n_queries", "int", default=None, nullable=True, minimum=1, budget=True,
                                    doc="Square attack queries (library default 5000)")),
         runner=_run_autoattack, resolver=_aa_resolver("standard"), randomized=True, whole_batches=False,
         description="AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square (Croce & Hein 2020)",
@@ -158,7 +158,7 @@ def _register_autoattack() -> None:
     register_attack(AttackDef(
         name="autoattack-rand", family="AutoAttack-rand", norm=None, backend="autoattack",
         implementation="pyautoattack.AutoAttack(version='rand')", kind="ensemble",
-        params=(*common, ParamSpec("eot_iter", "int", default=None, nullable=True, minimum=1,
+        params=(*common, ParamSpec("eot_iter", "int", default=None, nullable=True, minimum=1, budget=True,
                                    doc="EOT samples per gradient (library default 20)")),
         runner=_run_autoattack, resolver=_aa_resolver("rand"), randomized=True, whole_batches=False, eot_param="eot_iter",
         description="AutoAttack rand (for randomized defenses): APGD-CE, APGD-DLR with EOT",
@@ -251,9 +251,9 @@ def _register_single_attacks() -> None:
     apgd_params = (
         eps,
         ParamSpec("norm", "str", default=ap["norm"], choices=_AA_NORMS, doc="threat norm"),
-        ParamSpec("n_iter", "int", default=ap["n_iter"], minimum=1, doc="iterations per restart"),
-        ParamSpec("n_restarts", "int", default=ap["n_restarts"], minimum=1, doc="random restarts"),
-        ParamSpec("eot_iter", "int", default=ap["eot_iter"], minimum=1,
+        ParamSpec("n_iter", "int", default=ap["n_iter"], minimum=1, budget=True, doc="iterations per restart"),
+        ParamSpec("n_restarts", "int", default=ap["n_restarts"], minimum=1, budget=True, doc="random restarts"),
+        ParamSpec("eot_iter", "int", default=ap["eot_iter"], minimum=1, budget=True,
                   doc="EOT: gradients averaged per step (raise it for a randomized defense)"),
         ParamSpec("rho", "float", default=ap["rho"], minimum=0.0, exclusive=True,
                   doc="step-size halving threshold (fraction of improving steps)"),
@@ -275,10 +275,10 @@ def _register_single_attacks() -> None:
         params=(
             eps,
             ParamSpec("norm", "str", default=sq["norm"], choices=_AA_NORMS, doc="threat norm"),
-            ParamSpec("n_queries", "int", default=sq["n_queries"], minimum=1, doc="queries per restart"),
+            ParamSpec("n_queries", "int", default=sq["n_queries"], minimum=1, budget=True, doc="queries per restart"),
             ParamSpec("p_init", "float", default=sq["p_init"], minimum=0.0, exclusive=True,
                       doc="initial fraction of pixels a square covers"),
-            ParamSpec("n_restarts", "int", default=sq["n_restarts"], minimum=1, doc="random restarts"),
+            ParamSpec("n_restarts", "int", default=sq["n_restarts"], minimum=1, budget=True, doc="random restarts"),
             ParamSpec("loss", "str", default=sq["loss"], choices=("margin", "ce"), doc="loss the search lowers"),
             ParamSpec("resc_schedule", "bool", default=sq["resc_schedule"],
                       doc="rescale the schedule of square sizes to n_queries"),

@@ -136,7 +136,7 @@ def _resolve(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def _params(mu: float, p: float) -> tuple[ParamSpec, ...]:
     return (
         ParamSpec("eps", "float", required=True, minimum=0.0, doc="perturbation budget"),
-        ParamSpec("steps", "int", default=10, minimum=1, doc="iterations (Dong et al.: 10)"),
+        ParamSpec("steps", "int", default=10, minimum=1, budget=True, doc="iterations (Dong et al.: 10)"),
         ParamSpec("stepsize", "float", default=None, nullable=True, minimum=0.0, exclusive=True,
                   doc="step alpha; default eps / steps"),
         ParamSpec("mu", "float", default=mu, minimum=0.0, doc="momentum decay (Dong et al.: 1.0)"),

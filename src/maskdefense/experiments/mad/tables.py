@@ -21,6 +21,7 @@ from ...attacks import get_suite
 from ...data import DataError, load_dataset
 from ...defenses.mad import MADClassifier
 from ...eval import evaluate
+from ...eval.budget import BUDGET_FACTOR, budget_check, strongest_per_attack
 from ...eval.harness import attack_and_verify
 from ...papers.mad import FIG3_ATTACKS, FIG3_KEPT, TABLE_NAME, TABLE_SUITE, TRANSFER_SURROGATE
 from ...training.presets import create_preset
@@ -56,7 +57,7 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 threats: str = "gray-box,black-box,adaptive", adaptive_n: int | None = None,
                 preset_overrides: dict[str, Any] | None = None, every: int | None = None,
                 attack_overrides: str | None = None, autoattack: tuple[int, tuple[float, ...], str] | None = None,
-                autoattack_n: int | None = None, log: Log = print) -> dict[str, Any]:
+                autoattack_n: int | None = None, budget: bool = True, log: Log = print) -> dict[str, Any]:
     """The paper's table with our gray-box, black-box transfer and adaptive columns.
 
     The gray-box and transfer threats run on ``limit`` images (default ``N_IMAGES``). The adaptive threat
@@ -66,6 +67,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
 
     ``preset_overrides`` (e.g. ``{"epochs": 1}``), ``every`` (use every k-th attack row),
     ``attack_overrides`` and ``autoattack`` (images, epsilons, extra AutoAttack parameters) shrink a run for tests (the SVHN stand-in); results made with them say so.
+    ``budget``: with the adaptive threat, check the attack budgets (:func:`maskdefense.eval.budget.budget_check`:
+    the largest-epsilon row of each attack again with twice the steps and EOT samples, on the adaptive images).
     When the dataset is missing, the results README says so (and the error is raised).
     """
     t_start = time.perf_counter()
@@ -117,6 +120,11 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
             aa_rep = evaluate(defense, test.subset(range(min(n, aa_n))), ";".join(aa_specs), "adaptive",
                               out_dir=Path(out) / "eval-autoattack", sanity=None, **common)
             aa_rows = list(aa_rep.rows)
+    budget_rows: list[dict[str, Any]] = []
+    budget_flags: list[Any] = []
+    if areport is not None and budget:
+        budget_rows, budget_flags = budget_check(defense, test.subset(range(n_adapt)), areport,
+                                                 strongest_per_attack(specs), out_dir=out, **common)
     found = {(r["label"], r["threat"]): r for r in report.rows}
     if areport is not None:
         found.update({(r["label"], f"{r['threat']}@{n_adapt}"): r for r in areport.rows})
@@ -144,6 +152,8 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     flags = [{"code": f.code, "severity": f.severity, "message": f.message, "run": run}
              for run, rep in (("eval", report), ("eval-adaptive", areport), ("eval-autoattack", aa_rep))
              if rep is not None for f in rep.flags]
+    flags += [{"code": f.code, "severity": f.severity, "message": f.message, "run": f"budget-x{BUDGET_FACTOR}"}
+              for f in budget_flags]
     meta.update(study=f"mad-table-{ds}", dataset=ds, suite=suite.name, preset_overrides=po or None,
                 attack_rows_every=every, autoattack_setting=[aa_n, list(aa_eps), aa_extra] if aa_rows else None,
                 mad_preset=mad_p.to_dict(),
@@ -154,11 +164,12 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 eval_adaptive_config_hash=areport.config_hash if areport else None,
                 samples_per_gradient=next((r["samples_per_gradient"] for r in (areport.rows if areport else [])
                                            if r["threat"] == "adaptive"), None),
+                budget_check=budget_rows or None,
                 autoattack=[{k: r[k] for k in ("label", "name", "attack", "n", "n_correct", "defense_acc",
                                                "defense_std", "robust_acc", "samples_per_gradient")} for r in aa_rows],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time(Path(out) / d for d in ("eval", "eval-adaptive",
-                                                                                   "eval-autoattack")))
+                eval_wall_time_s_total=harness_wall_time(Path(out) / d for d in (
+                    "eval", "eval-adaptive", "eval-autoattack", f"budget-x{BUDGET_FACTOR}", f"budget-x{BUDGET_FACTOR}-eot")))
     _write_table(out, rows, meta, report.clean, suite, mad_p, ds, [k for _, k in columns])
     return meta
 
@@ -177,6 +188,27 @@ def _autoattack_section(meta: dict[str, Any]) -> str:
     return text + markdown_table(rows, ["label", "samples_per_gradient", "defense_acc", "robust_acc"],
                                  ["attack", "forward passes per gradient", "Defense (adaptive)", "robust accuracy"],
                                  {"defense_acc": pct, "robust_acc": pct})
+
+
+def _budget_section(meta: dict[str, Any]) -> str:
+    rows = meta.get("budget_check") or []
+    if not rows:
+        return "(not run)"
+    bad = [r for r in rows if not r["enough"]]
+    text = (f"Each attack's largest-epsilon row again on the same first {meta['adaptive_n']} images with every "
+            f"budget parameter x{rows[0]['factor']} (iterations, binary-search steps) and, under the adaptive threat, "
+            f"x{rows[0]['factor']} EOT samples per gradient. The budget is enough when the Defense accuracy moves by "
+            "at most its noise (one binomial standard error on the correctly classified images). "
+            + (f"**{len(bad)} of {len(rows)} rows moved more than their noise** (flag `BUDGET_NOT_ENOUGH`): their "
+               "numbers depend on the budget." if bad else f"All {len(rows)} rows moved less than their noise.")
+            + "\n\n")
+    shown = [{**r, "budget_text": ", ".join(f"{k} {v}->{r['budget_scaled'][k]}" for k, v in r["budget"].items()) or "-",
+              "spg": "{}->{}".format(*r["samples_per_gradient"]), "verdict": "yes" if r["enough"] else "**no**"}
+             for r in rows]
+    return text + markdown_table(shown, ["label", "threat", "budget_text", "spg", "base", "scaled", "delta", "noise", "verdict"],
+                                 ["attack", "threat", "budget", "samples per gradient", "Defense", "Defense (more budget)",
+                                  "change (pts)", "noise (pts)", "enough?"],
+                                 {"base": pct, "scaled": pct, "delta": _fmt_pts, "noise": lambda v: f"{100 * v:.2f}"})
 
 
 def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], clean: dict[str, Any], suite: Any,
@@ -244,6 +276,7 @@ def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], cle
          if ceiling is not None else ""),
         "## Does the robustness survive an attacker who knows the defense?", verdict or "(adaptive threat not run)",
         "### AutoAttack rand against the whole defense", _autoattack_section(meta),
+        "## Is the attack budget enough?", _budget_section(meta),
         "## Robust accuracy over all evaluated images (RobustBench style)",
         "An image counts when the defense is right on it both clean and attacked.", rtable,
         "## Integrity flags", flag_lines,
