@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images
 from ..ops.eot import log_mean_softmax
+from ..ops.vote import count_votes, top_class
 from ..seeding import uniform
 from .base import ABSTAIN, Contract, Defense
 
@@ -47,14 +48,6 @@ __all__ = ["MADClassifier", "AdaptiveVote", "top_class", "flip_probability", "ST
 STOP_BUDGET, STOP_EXACT, STOP_TEST = 0, 1, 2
 #: ``AdaptiveVote.stopped`` code of ``stop="predictive"``.
 STOP_PREDICTIVE = 3
-
-
-def top_class(counts: Tensor) -> Tensor:
-    """Most-voted class per row of ``counts`` ``(N, K)``; ties go to the **smallest** class index."""
-    k = counts.shape[1]
-    is_max = counts == counts.max(dim=1, keepdim=True).values
-    idx = torch.arange(k, device=counts.device).expand_as(counts)
-    return torch.where(is_max, idx, torch.full_like(idx, k)).min(dim=1).values
 
 
 def flip_probability(leader_votes: np.ndarray, other_votes: np.ndarray, remaining: int) -> np.ndarray:
@@ -199,13 +192,6 @@ class MADClassifier(Defense):
         logits = torch.cat(outs)
         return logits.view(n_img, m, logits.shape[-1])
 
-    @staticmethod
-    def _count(logits: Tensor) -> Tensor:
-        """Hard votes ``(N, K)`` (long) from copy logits ``(N, M, K)``."""
-        preds = logits.argmax(dim=2)
-        counts = torch.zeros(logits.shape[0], logits.shape[2], dtype=torch.long, device=logits.device)
-        return counts.scatter_add_(1, preds, torch.ones_like(preds))
-
     # ------------------------------------------------------------------------------------------
     # public API
 
@@ -237,7 +223,7 @@ class MADClassifier(Defense):
             cm = self._fixed_masks(x, masks)
         else:
             cm = self._draw_masks(x, self.n if n is None else _positive_int(n, "n"), generator)
-        return self._count(self._copy_logits(x, cm, generator))
+        return count_votes(self._copy_logits(x, cm, generator))
 
     @torch.no_grad()
     def predict(
@@ -325,7 +311,7 @@ class MADClassifier(Defense):
             if active.numel() == 0:
                 break
             lo, hi = r * batch, min((r + 1) * batch, n_max)
-            votes = self._count(self._copy_logits(x[active], masks[active, lo:hi], generator))
+            votes = count_votes(self._copy_logits(x[active], masks[active, lo:hi], generator))
             if counts is None:
                 counts = torch.zeros(n_img, votes.shape[1], dtype=torch.long, device=x.device)
             counts[active] += votes

@@ -10,8 +10,8 @@ from typing import Any, Callable, Iterable
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_model, read_metadata
-from ..training.presets import Preset, create_preset
-from ..training.loop import train_on_dataset, training_key
+from ..training.presets import AutoencoderPreset, Preset, create_preset
+from ..training.loop import train_autoencoder_on_dataset, train_on_dataset, training_key
 
 
 def ensure_model(
@@ -31,8 +31,18 @@ def ensure_model(
     configuration>``, so changing a preset's rate, cell, model, epochs or seed trains a new model and
     never reuses or overwrites another one. A preset that fine-tunes (``init``) gets its starting model the
     same way first. ``monitor_test``: record test accuracy after every epoch when training (see
-    :func:`~maskdefense.training.loop.train_on_dataset`)."""
+    :func:`~maskdefense.training.loop.train_on_dataset`). An :class:`AutoencoderPreset` gives its trained
+    image-to-image network (:func:`~maskdefense.training.loop.train_autoencoder_on_dataset`)."""
     p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
+    if isinstance(p, AutoencoderPreset):
+        config, corrupt = p.train_config(seed=seed), p.corruption()
+        key = training_key(p.dataset, p.model, p.model_kwargs, config, corrupt, loss=p.loss)
+        path = _run_path(p.name, key, runs_dir, seed)
+        if not (path.exists() and "test_mse" in read_metadata(path)):
+            train_autoencoder_on_dataset(p.dataset, p.model, corrupt, config, out_dir=path.parent, loss=p.loss,
+                                         model_kwargs=p.model_kwargs, data_root=data_root, log=log, progress=progress,
+                                         meta={"preset": p.to_dict()})
+        return load_model(path)
     config, transform = p.train_config(seed=seed), p.transform()
     init_from, init = None, None
     if p.init is not None:
@@ -40,21 +50,28 @@ def ensure_model(
                                     monitor_test=monitor_test)
         init_from, init = Path(init_meta["path"]), init_meta["weights_sha256"]
     key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    path = Path(runs_dir) / f"{p.name}-{digest}" / "model.safetensors"
-    if path.exists():
-        meta = read_metadata(path)
-        if meta.get("training_key") != key:
-            raise CheckpointError(
-                f"{path} holds a model trained with another configuration than preset {p.name} with seed {seed} "
-                f"asks for; delete {path.parent} or use another runs folder.\n  saved:    "
-                f"{json.dumps(meta.get('training_key'), sort_keys=True)}\n  expected: {json.dumps(key, sort_keys=True)}")
-        if "test_accuracy" in meta:
-            return load_model(path)
+    path = _run_path(p.name, key, runs_dir, seed)
+    if path.exists() and "test_accuracy" in read_metadata(path):
+        return load_model(path)
     train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
                      transform=transform, data_root=data_root, log=log, progress=progress,
                      meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test)
     return load_model(path)  # with the checkpoint's sha256 in its metadata
+
+
+def _run_path(name: str, key: dict[str, Any], runs_dir: str | Path, seed: int) -> Path:
+    """``runs_dir/<preset>-<hash of the training key>/model.safetensors``; refused when a checkpoint there
+    was trained with another key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    path = Path(runs_dir) / f"{name}-{digest}" / "model.safetensors"
+    if path.exists():
+        saved = read_metadata(path).get("training_key")
+        if saved != key:
+            raise CheckpointError(
+                f"{path} holds a model trained with another configuration than preset {name} with seed {seed} "
+                f"asks for; delete {path.parent} or use another runs folder.\n  saved:    "
+                f"{json.dumps(saved, sort_keys=True)}\n  expected: {json.dumps(key, sort_keys=True)}")
+    return path
 
 
 def harness_wall_time(run_dirs: Iterable[Path]) -> float:

@@ -46,7 +46,7 @@ from .tasks.base import describe
 from .transforms import Transform, augment
 
 __all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
-           "training_key"]
+           "train_autoencoder_on_dataset", "training_key"]
 
 STATE_FORMAT = "maskdefense-train-state-v2"
 #: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
@@ -315,13 +315,16 @@ class Trainer:
 
 def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,
                  transform: Transform | None = None, limit: int | None = None,
-                 init: str | None = None) -> dict[str, Any]:
+                 init: str | None = None, loss: str | None = None) -> dict[str, Any]:
     """Everything that defines a model trained by :func:`train_on_dataset` (recorded in its checkpoint as
     ``training_key``): two runs with equal keys train the same model. ``init``: the weights hash of the
-    checkpoint training started from (fine-tuning), absent when trained from scratch."""
+    checkpoint training started from (fine-tuning), absent when trained from scratch. ``loss``: the
+    reconstruction loss of an autoencoder (:func:`train_autoencoder_on_dataset`; its ``transform`` is the
+    corruption), absent for a classifier."""
     cfg = config.key()
     key = {"dataset": dataset, "model": model_name, "model_kwargs": dict(model_kwargs or {}), "train": cfg,
-           "transform": describe(transform), "limit": limit, **({"init": init} if init is not None else {})}
+           "transform": describe(transform), "limit": limit, **({"init": init} if init is not None else {}),
+           **({"reconstruction_loss": loss} if loss is not None else {})}
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -377,5 +380,54 @@ def train_on_dataset(
         meta = read_metadata(path)
         meta["test_accuracy"] = test_acc
         meta["n_test"] = len(test)
+        save_checkpoint(model, path, meta, run=trainer.run_info())
+        return model, read_sidecar(path)
+
+
+def train_autoencoder_on_dataset(
+    dataset: str,
+    model_name: str,
+    corrupt: Transform,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    loss: str = "mse",
+    model_kwargs: dict[str, Any] | None = None,
+    data_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the image-to-image network ``model_name`` to restore clean images of ``dataset`` from
+    ``corrupt(images)`` (a denoiser: Gaussian noise; an inpainter: removed pixels) with
+    :class:`~maskdefense.training.tasks.ReconstructionTask`, validating on the fixed val split; then
+    measure the reconstruction error on the test split (``test_mse``, and ``test_input_mse`` of the corrupted
+    input itself) and write the checkpoint to ``out_dir/model.safetensors``, holding the folder's lock."""
+    from ..data import load_dataset
+    from ..models import create_model
+    from ..seeding import derive_seed, seeded
+    from .tasks import ReconstructionTask
+
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        torch.manual_seed(config.seed)
+        model = create_model(model_name, **{"in_channels": c, "input_size": h, **(model_kwargs or {})})
+        task = ReconstructionTask(model, corrupt, loss=loss)
+        trainer = Trainer(
+            task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress, log=log,
+            meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                  "training_key": training_key(dataset, model_name, model_kwargs, config, corrupt, loss=loss)},
+        )
+        trainer.fit(resume=resume)
+        model.eval()
+        err = task.validate(test.tensors(), seeded(derive_seed(config.seed, "test corruption")))
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update(test_mse=err["mse"], test_input_mse=err["input_mse"], n_test=len(test))
         save_checkpoint(model, path, meta, run=trainer.run_info())
         return model, read_sidecar(path)

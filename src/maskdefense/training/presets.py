@@ -61,12 +61,57 @@ class Preset:
         return GridMask(self.train_cell, self.train_rate)
 
 
-PRESETS: Registry[Preset] = Registry("preset", plugins=PAPERS)
+@dataclass(frozen=True)
+class AutoencoderPreset:
+    """An image-to-image network (reformer, denoiser, inpainter) trained to restore clean images from
+    corrupted ones: ``corrupt`` names the corruption (``{"transform": "gaussian_noise", "sigma": 0.1}`` or
+    ``{"transform": "partition_mask", "n": 3}``), ``loss`` the reconstruction loss (``"mse"``, ``"l1"``)."""
+
+    name: str
+    dataset: str
+    model: str
+    corrupt: dict[str, Any]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: str = "mse"
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "none"
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
+    differs: tuple[str, ...] = ()
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def train_config(self, seed: int = 0) -> Any:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
+                           seed=seed)
+
+    def corruption(self) -> Any:
+        """The training corruption: :class:`~maskdefense.training.transforms.GaussianNoise` (clipped to
+        [0, 1]) or :class:`~maskdefense.ops.partition.PartitionMask`."""
+        kind = self.corrupt.get("transform")
+        if kind == "gaussian_noise":
+            from .transforms import GaussianNoise
+
+            return GaussianNoise(float(self.corrupt["sigma"]), clip=bool(self.corrupt.get("clip", True)))
+        if kind == "partition_mask":
+            from ..ops.partition import PartitionMask
+
+            return PartitionMask(int(self.corrupt["n"]))
+        raise ValueError(f"preset {self.name}: unknown corruption {self.corrupt!r}")
 
 
-def add_preset(p: Preset) -> Preset:
+PRESETS: Registry[Any] = Registry("preset", plugins=PAPERS)
+
+
+def add_preset(p: Preset | AutoencoderPreset) -> Any:
     """Register a preset (each paper's module in :mod:`maskdefense.papers` adds its own)."""
-    PRESETS.add(p.name, lambda **kw: Preset(**{**asdict(p), **kw}), p.description)
+    PRESETS.add(p.name, lambda **kw: type(p)(**{**asdict(p), **kw}), p.description)
     return p
 
 

@@ -1,0 +1,88 @@
+"""REMIX (Chen, Chen, Yu; poster) and MagNet (Meng and Chen, CCS 2017), the defense it compares with: the
+settings of the poster's Section IV and of MagNet's reference code, as presets and constants.
+
+What the poster states (``../shared/papers/002_ffd6dcb89babc708.txt``): reformer and inpainter are the
+simplified convolutional autoencoder with symmetric skip connections of Mao et al. (NIPS 2016), no sizes
+given; n = 2 masks on MNIST and n = 3 on CIFAR-10, one mask-inpaint round; classifiers at 99% (MNIST) and 86%
+(CIFAR-10); CW L2 and EAD (elastic-net rule, beta = 0.1) made against the classifier alone (oblivious), 1000
+examples, confidence kappa in [0, 40] (MNIST) and [0, 100] (CIFAR-10). Figure 2 is a plot whose values the
+text does not carry: only its qualitative claims can be compared (:data:`FIG2_CLAIMS`).
+
+MagNet (Trevillie/MagNet, MNIST; the authors' later code for CIFAR-10): sigmoid convolutional autoencoders
+(3x3, padding "same"), trained with MSE to remove Gaussian noise of volume 0.1 (MNIST) / 0.025 (CIFAR-10)
+clipped to [0, 1], Adam lr 1e-3, batch 256, 100 (MNIST) / 400 (CIFAR-10) epochs; MNIST detectors:
+reconstruction error with p = 2 (autoencoder I) and p = 1 (autoencoder II), each at a 0.1% false-positive
+rate on 5000 validation images, reformer = autoencoder I; CIFAR-10: one autoencoder, reconstruction error
+p = 1 and Jensen-Shannon detectors at T = 10 and 40 (0.5% per detector, the authors' later configuration).
+"""
+
+from __future__ import annotations
+
+from ..training.presets import AutoencoderPreset, add_preset
+
+#: The poster's settings.
+N_MASKS = {"mnist": 2, "cifar10": 3}
+K_ROUNDS = 1
+KAPPAS = {"mnist": (0, 10, 20, 30, 40), "cifar10": (0, 20, 40, 60, 80, 100)}
+EAD_BETA = 0.1
+N_EXAMPLES = {"mnist": 1000, "cifar10": 1000}
+CLASSIFIER_ACCURACY = {"mnist": 0.99, "cifar10": 0.86}
+#: Figure 2 of the poster, as far as its text allows: no values, these claims.
+FIG2_CLAIMS = (
+    "mask-inpaint (REMIX without reformer) outperforms MagNet's reformer at most confidence levels",
+    "adding the reformer to mask-inpaint raises accuracy on high-confidence examples quite significantly",
+    "the reformer alone mitigates low- and moderate-confidence examples but is misled by high-confidence ones",
+)
+
+#: MagNet's detector settings per dataset: name -> (autoencoder preset role, kind, p or temperature).
+MAGNET_DETECTORS = {
+    "mnist": {"I": ("I", "reconstruction", 2), "II": ("II", "reconstruction", 1)},
+    "cifar10": {"I": ("I", "reconstruction", 1), "T10": ("I", "jensen-shannon", 10.0),
+                "T40": ("I", "jensen-shannon", 40.0)},
+}
+#: False-positive rate per detector on clean validation images.
+MAGNET_FPR = {"mnist": 0.001, "cifar10": 0.005}
+#: The autoencoder MagNet reforms with.
+MAGNET_REFORMER = {"mnist": "I", "cifar10": "I"}
+
+_MAGNET_MNIST_I = [3, "pool", 3, 3, "up", 3]  # encoder [3, avg, 3] mirrored, then the 1-channel output
+_MAGNET_MNIST_II = [3, 3]
+_MAGNET_CIFAR = [3, 3]
+
+_NOISE = {"mnist": 0.1, "cifar10": 0.025}
+_CPU_AE = {"precision": "bf16", "channels_last": True}
+
+for _ds, _role, _layers, _cpu_epochs, _full_epochs in (
+        ("mnist", "I", _MAGNET_MNIST_I, 30, 100), ("mnist", "II", _MAGNET_MNIST_II, 30, 100),
+        ("cifar10", "I", _MAGNET_CIFAR, 60, 400)):
+    _common = dict(dataset=_ds, model="conv_ae", model_kwargs={"layers": _layers},
+                   corrupt={"transform": "gaussian_noise", "sigma": _NOISE[_ds]}, loss="mse", batch_size=256, lr=1e-3)
+    add_preset(AutoencoderPreset(
+        f"magnet-ae{_role}-{_ds}-paper", epochs=_full_epochs, **_common,
+        description=f"MagNet autoencoder {_role} for {_ds} as in the reference code ({_full_epochs} epochs)"))
+    add_preset(AutoencoderPreset(
+        f"magnet-ae{_role}-{_ds}-cpu", epochs=_cpu_epochs, **_common,
+        differs=(f"{_cpu_epochs} epochs instead of {_full_epochs}",
+                 "fresh noise every epoch (the reference draws it once before training)"),
+        description=f"MagNet autoencoder {_role} for {_ds}, CPU-sized"))
+
+# REMIX's reformer and inpainter: the simplified RED-Net. The poster gives no sizes or noise: Mao et al.'s
+# restoration network (width 64, 10 layers) for the full presets; the reformer's noise is MagNet's.
+_REDNET_FULL = {"width": 64, "depth": 5}
+_REDNET_CPU = {"width": 16, "depth": 4}
+for _ds in ("mnist", "cifar10"):
+    _n = N_MASKS[_ds]
+    for _role, _corrupt, _what in (
+            ("reformer", {"transform": "gaussian_noise", "sigma": _NOISE[_ds]},
+             f"denoising reformer (Gaussian noise {_NOISE[_ds]}, MagNet's)"),
+            ("inpainter", {"transform": "partition_mask", "n": _n},
+             f"inpainter of images with 1/{_n} of their pixels removed by a random partition")):
+        add_preset(AutoencoderPreset(
+            f"remix-{_role}-{_ds}-paper", _ds, "rednet", _corrupt, model_kwargs=_REDNET_FULL, epochs=50,
+            description=f"REMIX {_what} for {_ds}: RED-Net width 64, 10 layers (sizes not in the poster: Mao et al.'s)"))
+        add_preset(AutoencoderPreset(
+            f"remix-{_role}-{_ds}-cpu", _ds, "rednet", _corrupt, model_kwargs=_REDNET_CPU,
+            epochs=8 if _ds == "mnist" else 12, **_CPU_AE,
+            differs=("RED-Net width 16, 8 layers (full preset: width 64, 10 layers)",
+                     f"{8 if _ds == 'mnist' else 12} epochs (full preset: 50)", "bfloat16 autocast, channels-last"),
+            description=f"REMIX {_what} for {_ds}, CPU-sized"))

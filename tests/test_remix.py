@@ -1,0 +1,210 @@
+"""REMIX and MagNet: partitions, recombination, autoencoders, the defenses, detector thresholds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from maskdefense.defenses.base import REJECT, contract_of
+from maskdefense.defenses.magnet import JensenShannon, MagNet, ReconstructionError, jensen_shannon
+from maskdefense.defenses.remix import REMIX, REMIXDetector
+from maskdefense.models import create_model
+from maskdefense.ops import PartitionMask, mask_copies, partition_masks, recombine, threshold_at_fpr
+from maskdefense.validation import InputError
+
+
+@pytest.mark.parametrize("n, size", [(2, 8), (3, 32), (3, (5, 7)), (7, 4)])
+def test_partition_is_disjoint_covering_and_balanced(n, size):
+    g = torch.Generator().manual_seed(0)
+    m = partition_masks(6, n, size, generator=g)
+    h, w = (size, size) if isinstance(size, int) else size
+    assert m.shape == (6, n, 1, h, w) and set(m.unique().tolist()) <= {0.0, 1.0}
+    removed = 1 - m  # 1 on P_i
+    assert torch.equal(removed.sum(1), torch.ones(6, 1, h, w))  # every pixel in exactly one set
+    sizes = removed.flatten(2).sum(2)  # (6, n)
+    assert int(sizes.max() - sizes.min()) <= 1 and int(sizes.sum(1)[0]) == h * w
+    # partitions differ between images and between draws, and repeat with the same seed
+    assert not torch.equal(m[0], m[1])
+    assert torch.equal(m, partition_masks(6, n, size, generator=torch.Generator().manual_seed(0)))
+
+
+def test_partition_is_uniform_over_positions():
+    m = partition_masks(4000, 2, 3, generator=torch.Generator().manual_seed(1))
+    # set 0 holds 5 of the 9 pixels (sizes 5 and 4): each pixel lands in it with probability 5/9
+    p_removed_first = (1 - m[:, 0]).mean(0).flatten()
+    assert torch.allclose(p_removed_first, torch.full((9,), 5 / 9), atol=0.03)
+
+
+def test_partition_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="positive int"):
+        partition_masks(2, 0, 4)
+    with pytest.raises(ValueError, match="non-empty"):
+        partition_masks(2, 17, 4)
+
+
+def test_recombination_by_hand():
+    # 1 image, 2 channels, 1x3 pixels, n = 2: P_1 = {0, 2}, P_2 = {1}
+    m = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]).view(1, 2, 1, 1, 3)
+    x = torch.tensor([[[1.0, 2.0, 3.0]], [[4.0, 5.0, 6.0]]]).view(1, 2, 1, 3)
+    copies = mask_copies(x, m)
+    assert torch.equal(copies[0, 0], torch.tensor([[[0.0, 2.0, 0.0]], [[0.0, 5.0, 0.0]]]))
+    inp = torch.stack([copies[0, 0] + 10, copies[0, 1] + 20]).unsqueeze(0)  # "inpaintings"
+    # each pixel from the inpainting in which it was removed: pixels 0, 2 from copy 1, pixel 1 from copy 2
+    expected = torch.tensor([[[10.0, 20.0, 10.0]], [[10.0, 20.0, 10.0]]]).unsqueeze(0)
+    assert torch.equal(recombine(inp, m), expected)
+    with pytest.raises(InputError):
+        recombine(inp[:, :1], m)
+
+
+def test_partition_mask_transform_removes_one_set():
+    x = torch.rand(5, 3, 6, 6) + 0.5  # no zero pixels
+    out = PartitionMask(3)(x, torch.Generator().manual_seed(0))
+    removed = (out == 0).all(1)  # (5, 6, 6): removed on every channel together
+    assert torch.equal((out == 0).any(1), removed)
+    assert removed.flatten(1).sum(1).tolist() == [12] * 5
+
+
+@pytest.mark.parametrize("name, kw, c, s", [
+    ("rednet", dict(width=8, depth=3), 3, 32), ("rednet", dict(width=4, depth=4, skip=2), 1, 28),
+    ("conv_ae", dict(layers=[3, "pool", 3, 3, "up", 3]), 1, 28), ("conv_ae", dict(layers=[3, 3]), 3, 32),
+])
+def test_autoencoders_keep_shape_and_range(name, kw, c, s):
+    torch.manual_seed(0)
+    ae = create_model(name, in_channels=c, input_size=s, **kw)
+    x = torch.rand(2, c, s, s, requires_grad=True)
+    y = ae(x)
+    assert y.shape == x.shape and float(y.detach().min()) >= 0 and float(y.detach().max()) <= 1
+    y.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_conv_ae_refuses_layers_that_change_the_side():
+    with pytest.raises(ValueError, match="change the image side"):
+        create_model("conv_ae", in_channels=1, input_size=28, layers=[3, "pool", 3])
+
+
+class _Linear(nn.Module):
+    def __init__(self, c=1, s=8, k=4):
+        super().__init__()
+        self.fc = nn.Linear(c * s * s, k)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _remix(cls=REMIX, **kw):
+    torch.manual_seed(0)
+    inp = create_model("rednet", in_channels=1, input_size=8, width=4, depth=2)
+    return cls(_Linear(), inp, **kw).eval()
+
+
+def test_remix_is_a_differentiable_randomized_defense():
+    d = _remix(n=2, n_grad=3, reformer=create_model("conv_ae", in_channels=1, input_size=8, layers=[2]))
+    c = contract_of(d)
+    assert c.randomized and c.samples_per_forward == 3 and set(c.components) == {"base", "inpainter", "reformer"}
+    x = torch.rand(4, 1, 8, 8, requires_grad=True)
+    out = d(x)
+    assert out.shape == (4, 4) and torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)  # log-probabilities
+    out[:, 0].sum().backward()
+    assert float(x.grad.abs().sum()) > 0  # gradients reach the input through reformer, masks and inpainter
+    g = torch.Generator().manual_seed(3)
+    a = d.predict(x.detach(), generator=g)
+    assert torch.equal(a, d.predict(x.detach(), generator=torch.Generator().manual_seed(3)))
+    assert a.shape == (4,) and int(a.min()) >= 0
+
+
+def test_remix_chunking_does_not_change_results():
+    d = _remix(n=3, n_grad=4)
+    x = torch.rand(5, 1, 8, 8)
+    a = d(x, torch.Generator().manual_seed(0))
+    d.chunk_size = 4  # one image (4 copies) per pass
+    assert torch.allclose(a, d(x, torch.Generator().manual_seed(0)), atol=1e-5)
+    assert not torch.allclose(a, d(x, torch.Generator().manual_seed(1)), atol=1e-5)  # the partitions matter
+
+
+def test_remix_with_an_identity_inpainter_and_k_rounds_recovers_the_image():
+    class Fill(nn.Module):  # inpaints a removed pixel with the constant 0.25
+        def forward(self, x):
+            return torch.where(x == 0, torch.full_like(x, 0.25), x)
+
+    d = REMIX(_Linear(), Fill(), n=2, k=3)
+    x = torch.rand(3, 1, 8, 8) * 0.5 + 0.5
+    z = d.purify(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(z, torch.full_like(z, 0.25))  # every pixel came from an inpainting of its removal
+
+
+def test_threshold_gives_its_false_positive_rate_on_held_out_clean_data():
+    g = torch.Generator().manual_seed(0)
+    val, test = torch.randn(5000, generator=g), torch.randn(20000, generator=g)
+    for fpr in (0.001, 0.01, 0.05):
+        t = threshold_at_fpr(val, fpr)
+        assert float((val > t).float().mean()) == pytest.approx(fpr, abs=1 / 5000)
+        assert float((test > t).float().mean()) == pytest.approx(fpr, abs=3 * (fpr / 5000) ** 0.5 + 0.001)
+    assert threshold_at_fpr(torch.tensor([1.0, 2.0, 3.0]), 0.0) == 3.0  # rejects nothing
+    with pytest.raises(ValueError):
+        threshold_at_fpr(torch.tensor([1.0, float("nan")]), 0.1)
+
+
+@pytest.mark.parametrize("score", ["outputs", "pixels"])
+def test_remix_detector_calibrates_and_rejects(score):
+    d = _remix(REMIXDetector, n=2, threshold=0.0, score=score)
+    g = torch.Generator().manual_seed(0)
+    val = torch.rand(400, 1, 8, 8, generator=g)
+    t = d.calibrate(val, 0.05, generator=torch.Generator().manual_seed(1))
+    c = contract_of(d)
+    assert c.rejects and c.reject_threshold == t and d.config()["fpr"] == 0.05
+    held_out = torch.rand(2000, 1, 8, 8, generator=g)
+    rejected = (d.predict(held_out, generator=torch.Generator().manual_seed(2)) == REJECT).float().mean()
+    assert float(rejected) == pytest.approx(0.05, abs=0.03)
+    x = held_out[:3].clone().requires_grad_(True)
+    d.detect(x, generator=g).sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+
+
+def test_jensen_shannon_by_hand():
+    p = torch.tensor([[0.5, 0.5], [1.0, 0.0]]).clamp_min(1e-30).log()
+    q = torch.tensor([[0.5, 0.5], [0.0, 1.0]]).clamp_min(1e-30).log()
+    js = jensen_shannon(p, q)
+    assert js[0].item() == pytest.approx(0.0, abs=1e-7) and js[1].item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-5)
+
+
+def test_magnet_detectors_reformer_and_rejection():
+    torch.manual_seed(0)
+    f = _Linear()
+    ae1 = create_model("conv_ae", in_channels=1, input_size=8, layers=[3, "pool", 3, 3, "up", 3])
+    ae2 = create_model("conv_ae", in_channels=1, input_size=8, layers=[3])
+    m = MagNet(f, reformer=ae1, detectors={"I": ReconstructionError(ae1, 2), "II": ReconstructionError(ae2, 1),
+                                           "T10": JensenShannon(ae2, f, 10.0)}).eval()
+    val = torch.rand(1000, 1, 8, 8)
+    th = m.calibrate(val, 0.01)
+    assert set(th) == {"I", "II", "T10"} and contract_of(m).rejects
+    for name, d in m.detectors.items():  # each detector alone rejects 1% of the validation images
+        assert float((d(val) > th[name]).float().mean()) == pytest.approx(0.01, abs=1e-3)
+    # together: rejected when any detector rejects, at most the sum of the rates
+    rate = float((m.predict(val) == REJECT).float().mean())
+    assert 0.01 <= rate <= 0.03
+    x = val[:2].clone().requires_grad_(True)
+    assert torch.equal(m(x), f(ae1(x)))  # the classifier sees the reformed image
+    m.detect(x).sum().backward()
+    assert float(x.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="no detector"):
+        m.set_threshold("III", 1.0)
+    assert not contract_of(MagNet(f, reformer=ae1)).rejects
+
+
+def test_an_autoencoder_preset_trains_resumes_and_beats_its_corruption(tmp_path):
+    import maskdefense.papers.remix  # noqa: F401  (registers the presets when the package is not reinstalled)
+    from maskdefense.experiments.common import ensure_model
+    from maskdefense.training.presets import AutoencoderPreset, create_preset
+
+    p = AutoencoderPreset("inpaint-digits", "digits", "rednet", {"transform": "partition_mask", "n": 2},
+                          model_kwargs={"width": 8, "depth": 2}, epochs=3, batch_size=64, lr=3e-3)
+    model, meta = ensure_model(p, tmp_path, log=lambda m: None)
+    assert meta["arch"] == "rednet" and meta["preset"]["corrupt"] == {"transform": "partition_mask", "n": 2}
+    # the inpainter restores half-removed digits far better than leaving the holes black
+    assert meta["test_mse"] < 0.5 * meta["test_input_mse"]
+    again, meta2 = ensure_model(p, tmp_path, log=lambda m: None)  # reused, not retrained
+    assert meta2["weights_sha256"] == meta["weights_sha256"]
+    assert create_preset("remix-inpainter-cifar10-cpu").corruption().n == 3
+    assert create_preset("magnet-aeI-mnist-cpu").corruption().sigma == 0.1
