@@ -208,3 +208,27 @@ def test_an_autoencoder_preset_trains_resumes_and_beats_its_corruption(tmp_path)
     assert meta2["weights_sha256"] == meta["weights_sha256"]
     assert create_preset("remix-inpainter-cifar10-cpu").corruption().n == 3
     assert create_preset("magnet-aeI-mnist-cpu").corruption().sigma == 0.1
+
+
+def test_fig2_quick_every_number_is_the_harness_s(tmp_path):
+    import json
+
+    from maskdefense.cli import main
+
+    out = tmp_path / "fig2"
+    assert main(["reproduce", "remix-fig2", "--quick", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    rows, meta = data["rows"], data["meta"]
+    assert [(r["attack"].split()[0], r["kappa"]) for r in rows] == [("CW", 0), ("CW", 20), ("EAD", 0), ("EAD", 20)]
+    for name in ("none", "magnet-reformer", "magnet", "remix", "remix+reformer"):
+        run = "attacks" if name == "none" else f"defense-{name}"
+        summary = {q["label"]: q for q in json.loads((out / run / "summary.json").read_text())["rows"]}
+        for r in rows:
+            lab = f"{'CW L2' if r['attack'].startswith('CW') else 'EAD'} kappa={r['kappa']}"
+            assert r[name] == summary[lab]["defense_acc"], (name, lab)
+    assert set(meta["magnet_thresholds"] if "magnet_thresholds" in meta else meta["models"]["magnet_thresholds"]) == {"I", "II"}
+    # the budget check covers every defense at the smallest and largest kappa of both attacks
+    assert len(meta["budget_check"]) == 5 * 4
+    assert all(c["budget_scaled"] == {k: 2 * v for k, v in c["budget"].items()} for c in meta["budget_check"])
+    readme = (out / "README.md").read_text()
+    assert "Figure 2" in readme and (out / "fig2.png").exists() and "Is the attack budget enough?" in readme

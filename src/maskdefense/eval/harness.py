@@ -84,10 +84,13 @@ def tensor_hash(*tensors: Tensor) -> str:
     return h.hexdigest()
 
 
-def state_hash(module: nn.Module) -> str:
-    """sha256 of a module's state dict (names, dtypes, shapes, values)."""
+def state_hash(module: nn.Module, prefix: str = "") -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes, values); with ``prefix`` (``"base."``) of the
+    entries whose names start with it only."""
     h = hashlib.sha256()
     for k, v in sorted(module.state_dict().items()):
+        if not k.startswith(prefix):
+            continue
         h.update(k.encode())
         h.update(tensor_hash(v).encode())
     return h.hexdigest()

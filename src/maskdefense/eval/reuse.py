@@ -5,7 +5,8 @@ This is sound only where the examples do not depend on the defense: the *gray-bo
 made against the base network) and the *black-box* threat (made against the surrogate). So the new
 defense must wrap the same base network (same weights; checked by hash) and may differ only in what it
 does at test time -- e.g. MAD's test cell size or vote count (MAD Table 3 evaluates one trained model
-with 2x2, 4x4 and 8x8 test cells). Adaptive rows are skipped: their examples were made against the
+with 2x2, 4x4 and 8x8 test cells), or in networks around the base (a reformer, an inpainter, detectors)
+when the source run attacked the base alone (the oblivious setting). Adaptive rows are skipped: their examples were made against the
 old defense.
 
 The new run directory gets the same files as an :func:`evaluate` run (records, ``run.json`` with a
@@ -60,7 +61,8 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
     y = check_labels(y, x.shape[0])
     if tensor_hash(x, y) != old_cfg["data_sha256"]:
         raise ConfigMismatchError(f"{src} was evaluated on other data (hash differs)")
-    if state_hash(defense) != old_cfg["model_sha256"]:
+    # the source attacked this very defense, or a defense whose only network was this base (MAD, no defense)
+    if old_cfg["model_sha256"] not in (state_hash(defense), state_hash(defense, prefix="base.")):
         raise ConfigMismatchError(f"the defense's weights differ from the base network of {src}: its adversarial "
                                   "examples were not made against this model")
     seed = int(old_cfg["seed"] if seed is None else seed)
