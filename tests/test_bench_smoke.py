@@ -154,3 +154,15 @@ def test_bench_recipe_quick(tmp_path):
     mod.main([*args, "--render"])
     text = (tmp_path / "out" / "README.md").read_text()
     assert "hand-written words" in text and text.index("## Targets") < text.index("## Analysis") < text.index("## All")
+
+
+def test_bench_remix_quick(tmp_path):
+    import maskdefense.papers.remix  # noqa: F401  (its presets, when the package is not reinstalled)
+
+    mod = _load("bench_remix")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    assert TOP_KEYS <= set(record) and META_KEYS <= set(record["metadata"])
+    assert [r["dataset"] for r in record["summary"]] == ["mnist", "cifar10"]
+    for r in record["summary"]:
+        assert _positive(r["cost_vs_classifier"]) and _positive(r["remix_vs_floor"])
+    assert (tmp_path / "bench_remix.md").exists() and (tmp_path / "bench_remix.json").exists()

@@ -232,3 +232,39 @@ def test_fig2_quick_every_number_is_the_harness_s(tmp_path):
     assert all(c["budget_scaled"] == {k: 2 * v for k, v in c["budget"].items()} for c in meta["budget_check"])
     readme = (out / "README.md").read_text()
     assert "Figure 2" in readme and (out / "fig2.png").exists() and "Is the attack budget enough?" in readme
+
+
+def test_train_command_trains_an_autoencoder_preset(tmp_path, capsys):
+    import maskdefense.papers.remix  # noqa: F401
+    from maskdefense.cli import main
+    from maskdefense.training.presets import PRESETS, AutoencoderPreset, add_preset
+
+    p = AutoencoderPreset("test-denoise-digits", "digits", "conv_ae", {"transform": "gaussian_noise", "sigma": 0.1},
+                          model_kwargs={"layers": [4, 4]}, epochs=1, batch_size=128, description="test")
+    PRESETS.list()  # the plugins first, so that they do not meet the test's preset later
+    add_preset(p)
+    try:
+        out = tmp_path / "ae"
+        assert main(["train", "--preset", p.name, "--out", str(out), "--no-progress"]) == 0
+        assert "test reconstruction error" in capsys.readouterr().out and (out / "model.safetensors").exists()
+        assert main(["train", "--preset", p.name, "--mask-cell", "2", "--out", str(tmp_path / "b")]) == 2
+        assert "do not apply" in capsys.readouterr().err
+    finally:
+        PRESETS._entries.pop(p.name)
+
+
+def test_remix_and_reformer_defenses_from_spec_strings(tmp_path):
+    from maskdefense.checkpoint import save_checkpoint
+    from maskdefense.defenses.registry import build_defense
+    from maskdefense.spec import SpecError
+
+    torch.manual_seed(0)
+    ae = create_model("rednet", in_channels=1, input_size=8, width=4, depth=2)
+    save_checkpoint(ae, tmp_path / "ae.safetensors", {"dataset": "digits"})
+    base = create_model("digits_cnn", width=4)
+    d = build_defense(f"remix:inpainter={tmp_path / 'ae.safetensors'},n=2,reformer={tmp_path / 'ae.safetensors'}", base)
+    assert isinstance(d, REMIX) and d.n == 2 and d.reformer is not None and d.config()["reformer"] is True
+    r = build_defense(f"reformer:reformer={tmp_path / 'ae.safetensors'}", base)
+    assert isinstance(r, MagNet) and not contract_of(r).rejects
+    with pytest.raises(SpecError, match="inpainter"):
+        build_defense("remix:n=2", base)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ._common import (
     add_data_args, add_progress_arg, add_seed_arg, default_out, echo, nonnegative_float, nonnegative_int,
@@ -96,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training.config import TrainConfig
     from ..training.loop import train_on_dataset
-    from ..training.presets import DEFAULT_MODEL, Preset, create_preset
+    from ..training.presets import DEFAULT_MODEL, AutoencoderPreset, Preset, create_preset
     from ._common import UserError
 
     preset = create_preset(args.preset) if args.preset else None
+    if isinstance(preset, AutoencoderPreset):
+        return _train_autoencoder(args, preset)
     dataset = args.dataset or (preset.dataset if preset else "digits")
     if preset and args.dataset and args.dataset != preset.dataset:
         raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
@@ -154,6 +157,43 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         write_training_results(args.results, meta, f"{out}/model.safetensors")
         echo(f"wrote {args.results}/README.md")
+    return 0
+
+
+def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
+    """``train --preset`` of an image-to-image network (reformer, denoiser, inpainter)."""
+    from dataclasses import fields, replace
+
+    from ..rundir import check_output_dir
+    from ..training.config import TrainConfig
+    from ..training.loop import train_autoencoder_on_dataset
+    from ._common import UserError
+
+    classifier_only = {"--model": args.model, "--width": args.width, "--init-from": args.init_from,
+                       "--mask-cell": args.mask_cell, "--mask-rate": args.mask_rate, "--limit": args.limit,
+                       "--results": args.results, "--label-smoothing": args.label_smoothing,
+                       "--crop-padding": args.crop_padding, "--hflip": args.hflip}
+    given = [k for k, v in classifier_only.items() if v is not None] + (["--no-mask"] if args.no_mask else []) \
+        + (["--from-scratch"] if args.from_scratch else [])
+    if given:
+        raise UserError(f"preset {preset.name} trains an autoencoder: {', '.join(given)} do not apply")
+    if args.dataset and args.dataset != preset.dataset:
+        raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
+    args.weight_decay_norm = False if args.no_decay_norm else None
+    try:
+        config = replace(preset.train_config(seed=args.seed), **{
+            f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    out = args.out or default_out(f"{preset.dataset}-{preset.name}")
+    check_output_dir(out)
+    echo(f"training {preset.model} ({preset.name}: restore images from {preset.corrupt}) -> {out}")
+    _, meta = train_autoencoder_on_dataset(
+        preset.dataset, preset.model, preset.corruption(), config, out_dir=out, loss=preset.loss,
+        model_kwargs=preset.model_kwargs, data_root=args.data_root, resume=not args.no_resume,
+        progress=progress_enabled(args), meta={"preset": preset.to_dict()})
+    echo(f"test reconstruction error (MSE) {meta['test_mse']:.5f} (corrupted input: {meta['test_input_mse']:.5f}) "
+         f"on {meta['n_test']} images; checkpoint {out}/model.safetensors")
     return 0
 
 

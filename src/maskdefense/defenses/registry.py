@@ -34,7 +34,33 @@ def _mad(base: nn.Module, **params: Any) -> Defense:
     return MADClassifier(base, **params)
 
 
+def _load(path: Any, what: str) -> nn.Module:
+    from ..checkpoint import load_model
+
+    if not isinstance(path, str) or not path:
+        raise SpecError(f"{what} must be the path of a checkpoint, got {path!r}")
+    return load_model(path)[0].eval()
+
+
+def _remix(base: nn.Module, *, inpainter: str, n: int, k: int = 1, reformer: str | None = None, n_grad: int = 8,
+           votes: int = 1) -> Defense:
+    from .remix import REMIX
+
+    return REMIX(base, _load(inpainter, "inpainter"), n=n, k=k,
+                 reformer=_load(reformer, "reformer") if reformer is not None else None, n_grad=n_grad, votes=votes)
+
+
+def _reformer(base: nn.Module, *, reformer: str) -> Defense:
+    from .magnet import MagNet
+
+    return MagNet(base, reformer=_load(reformer, "reformer"))
+
+
 DEFENSES.add("none", _none, "the undefended model")
+DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
+             "(remix:inpainter=CKPT,n=3[,k=1,reformer=CKPT,n_grad=8,votes=1])")
+DEFENSES.add("reformer", _reformer, "an autoencoder in front of the classifier, MagNet's reformer "
+             "(reformer:reformer=CKPT; MagNet's detectors need calibration: see maskdefense.defenses.magnet)")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 

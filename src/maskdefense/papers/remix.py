@@ -86,3 +86,16 @@ for _ds in ("mnist", "cifar10"):
             differs=("RED-Net width 16, 8 layers (full preset: width 64, 10 layers)",
                      f"{8 if _ds == 'mnist' else 12} epochs (full preset: 50)", "bfloat16 autocast, channels-last"),
             description=f"REMIX {_what} for {_ds}, CPU-sized"))
+
+#: The sweep of masks n and rounds k (clean and defended accuracy; beyond the poster, which fixes n and k = 1):
+#: an inpainter is trained for every n (it learns to fill 1/n of the pixels).
+SWEEP_N = {"mnist": (2, 3, 4), "cifar10": (3,)}
+SWEEP_K = (1, 2, 3)
+for _ds, _ns in SWEEP_N.items():
+    for _n in _ns:
+        if _n != N_MASKS[_ds]:
+            add_preset(AutoencoderPreset(
+                f"remix-inpainter-n{_n}-{_ds}-cpu", _ds, "rednet", {"transform": "partition_mask", "n": _n},
+                model_kwargs=_REDNET_CPU, epochs=8 if _ds == "mnist" else 12, **_CPU_AE,
+                differs=("RED-Net width 16, 8 layers", "the poster uses n = 2 on MNIST only"),
+                description=f"REMIX inpainter for {_ds} with n = {_n} masks (the n sweep), CPU-sized"))
