@@ -290,3 +290,28 @@ def test_adaptive_attack_on_remix_is_at_least_as_strong_as_the_oblivious_one(tmp
     noise = (gray["defense_acc"] * (1 - gray["defense_acc"]) / gray["n_correct"]) ** 0.5
     assert adaptive["defense_acc"] <= gray["defense_acc"] + noise
     assert adaptive["defense_acc"] < 0.5  # and it does break it: the defense is differentiable end to end
+
+
+def test_adaptive_quick_runs_every_defense_under_both_threats(tmp_path):
+    import json
+
+    from maskdefense.cli import main
+
+    out = tmp_path / "adaptive"
+    assert main(["reproduce", "remix-adaptive", "--quick", "--runs-dir", str(tmp_path / "runs"), "--out",
+                 str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    seen = {(r["defense"], r["threat"]) for r in data["rows"]}
+    assert seen == {(d, t) for d in ("magnet", "remix", "remix+reformer", "remix-detector")
+                    for t in ("gray-box", "adaptive")}
+    for r in data["rows"]:  # every number is the harness's
+        summary = {(q["label"], q["threat"]): q for q in json.loads((out / r["defense"] / "summary.json").read_text())["rows"]}
+        assert r["defense_acc"] == summary[(r["attack"], r["threat"])]["defense_acc"]
+        if r["defense"] in ("magnet", "remix-detector"):
+            assert r["detection_rate"] is not None  # scored as a detector
+        if r["defense"].startswith("remix") and r["threat"] == "adaptive":
+            assert r["samples_per_gradient"] == 2  # EOT over the partitions
+    attacks = {r["attack"].split(":")[0] for r in data["rows"] if r["defense"] == "remix"}
+    assert attacks == {"pgd-linf", "pgd-l2", "cw-l2", "apgd-ce", "square"}
+    assert {b["defense"] for b in data["meta"]["budget_check"]} == {"magnet", "remix", "remix+reformer", "remix-detector"}
+    assert "How much robustness survives" in (out / "README.md").read_text()

@@ -81,7 +81,7 @@ def _quick_presets() -> dict[str, AutoencoderPreset]:
 
 
 def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
-                   data_root: Any = None, log: Log = print) -> tuple[dict[str, Any], dict[str, Any]]:
+                   data_root: Any = None, log: Log = print, n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any]]:
     """The classifier and the five defenses of Figure 2 (training what is missing; MagNet's thresholds set on
     the clean validation split). Returns ``(defenses, record)``: name -> defense, and what was used."""
     ds = "digits" if quick else dataset
@@ -113,8 +113,8 @@ def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = 
         "none": NoDefense(base).eval(),
         "magnet-reformer": MagNet(base, reformer=aes[MAGNET_REFORMER[spec_ds]][0]).eval(),
         "magnet": magnet,
-        "remix": REMIX(base, inpainter[0], n=n, k=K_ROUNDS).eval(),
-        "remix+reformer": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, reformer=reformer[0]).eval(),
+        "remix": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, n_grad=n_grad).eval(),
+        "remix+reformer": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, reformer=reformer[0], n_grad=n_grad).eval(),
     }
     record = {"classifier": bck, "magnet_autoencoders": {r: m for r, (_, m) in aes.items()},
               "remix_reformer": reformer[1], "remix_inpainter": inpainter[1], "magnet_thresholds": thresholds,
@@ -291,11 +291,12 @@ def adaptive_specs(ds: str, *, randomized_only: bool) -> list[str]:
     defenses that do not reject (pyautoattack evaluates parts of a batch, which a detector-aware target cannot
     follow)."""
     linf, l2 = ADAPTIVE_EPS[ds]
-    cw = ATTACK_BUDGET[ds]
-    specs = [f"pgd-linf:eps={linf}", f"pgd-l2:eps={l2}", f"cw-l2:eps={l2},{cw}"]
+    quick = ds == "digits"  # seconds-long: a few steps only
+    steps = ",steps=5" if quick else ""
+    specs = [f"pgd-linf:eps={linf}{steps}", f"pgd-l2:eps={l2}{steps}", f"cw-l2:eps={l2},{ATTACK_BUDGET[ds]}"]
     if randomized_only:
-        queries = 200 if ds == "digits" else 1000
-        specs += [f"apgd-ce:eps={linf},norm=Linf", f"square:eps={linf},norm=Linf,n_queries={queries}"]
+        specs += [f"apgd-ce:eps={linf},norm=Linf" + (",n_iter=5" if quick else ""),
+                  f"square:eps={linf},norm=Linf,n_queries={20 if quick else 1000}"]
     return specs
 
 
@@ -308,18 +309,19 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     meta = run_metadata(seed)
     ds = "digits" if quick else dataset
     defenses, record = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
-                                      log=log)
+                                      log=log, n_grad=2 if quick else 8)
     val = load_dataset(ds, "val", root=data_root)
     base = defenses["none"].base
     remix = defenses["remix+reformer"]
-    detector = REMIXDetector(base, remix.inpainter, n=remix.n, k=remix.k, reformer=remix.reformer, threshold=0.0).eval()
+    detector = REMIXDetector(base, remix.inpainter, n=remix.n, k=remix.k, reformer=remix.reformer,
+                             n_grad=remix.n_grad, threshold=0.0).eval()
     detector.calibrate(val.images, REMIX_DETECTOR_FPR, generator=torch.Generator().manual_seed(seed))
     defenses = {**{k: defenses[k] for k in ADAPTIVE_DEFENSES if k in defenses}, "remix-detector": detector}
     n = limit or ADAPTIVE_N[ds]
     test = load_dataset(ds, "test", root=data_root, limit=n)
     out = Path(out)
     common = dict(seed=seed, batch_size=50, progress=False, command=meta["command"],
-                  checkpoint_meta=record["classifier"])
+                  checkpoint_meta=record["classifier"], **({"sanity": "pgd-linf:eps=0.5,steps=5"} if quick else {}))
     rows: list[dict[str, Any]] = []
     budget_rows: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
@@ -341,6 +343,7 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
                          "samples_per_gradient": r["samples_per_gradient"], "clean": rep.clean["defense_clean_acc"],
                          "fpr": rep.clean.get("false_positive_rate")})
     meta.update(study=f"remix-adaptive-{ds}", dataset=ds, n_images=n, remix_detector_fpr=REMIX_DETECTOR_FPR,
+                n_grad=remix.n_grad,
                 remix_detector_threshold=detector.threshold,
                 models={k: _checkpoint_record(v) if isinstance(v, dict) and "sha256" in v else v
                         for k, v in record.items() if k != "magnet_autoencoders"},
@@ -395,7 +398,8 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
         f"What the REMIX poster left out ({meta['dataset']}, first {meta['n_images']} test images): the same "
         f"norm-bounded attacks (Linf eps {linf}, L2 eps {l2}) made *oblivious* (against the classifier alone, "
         "the poster's setting) and *adaptive* (against the whole defense: REMIX end to end with EOT over its "
-        "random partitions, the log of the mean softmax over 8 partitions per forward; MagNet's reformer and "
+        f"random partitions, the log of the mean softmax over {meta['n_grad']} partitions per forward; MagNet's "
+        "reformer and "
         "detectors together, Carlini and Wagner's construction; the REMIX detector likewise, its threshold at "
         f"{pct(meta['remix_detector_fpr'])} false positives on clean validation images). Accuracy = the decision "
         "is the true label on the adversarial examples of the correctly classified images; a rejection counts "
