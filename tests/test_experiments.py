@@ -270,7 +270,7 @@ def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
     out = tmp_path / "svhn"
     meta = table_study(out, dataset="svhn", data_root=root, runs_dir=tmp_path / "runs", limit=6, adaptive_n=3,
                        preset_overrides={"epochs": 1}, every=8, attack_overrides=QUICK_OVERRIDES,
-                       autoattack=(3, (0.1,), QUICK_AUTOATTACK[2]), log=lambda m: None)
+                       autoattack=(3, (0.1,), QUICK_AUTOATTACK[2]), budget=False, log=lambda m: None)
     assert meta["mad_preset"]["name"] == "mad-svhn-cpu" and meta["mad_preset"]["model"] == "resnet18_narrow"
     assert meta["surrogate_preset"]["name"] == "plain-svhn-cpu" and meta["preset_overrides"] == {"epochs": 1}
     data, readme = _read(out)

@@ -4,7 +4,9 @@ import torch
 from maskdefense.models import UnknownNameError, create_model, list_models
 from maskdefense.validation import InputError
 
-SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8)}
+SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8), "conv_ae": (1, 28)}
+#: Image-to-image networks (reformers, denoisers, inpainters): images in, images of the same shape out.
+IMAGE_TO_IMAGE = {"rednet", "conv_ae"}
 
 
 def _shape(name):
@@ -12,14 +14,17 @@ def _shape(name):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_maps_images_to_logits(name):
+def test_every_model_maps_images_to_logits_or_images(name):
     kw = {"width": 0.125} if name.startswith(("vgg", "resnet")) else {}
     torch.manual_seed(0)
     m = create_model(name, **kw).eval()
     c, s = _shape(name)
     x = torch.rand(3, c, s, s)
     out = m(x)
-    assert out.shape == (3, 10)
+    if name in IMAGE_TO_IMAGE:
+        assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    else:
+        assert out.shape == (3, 10)
     assert torch.isfinite(out).all()
     assert m.spec["name"] == name
 

@@ -210,13 +210,19 @@ def test_an_autoencoder_preset_trains_resumes_and_beats_its_corruption(tmp_path)
     assert create_preset("magnet-aeI-mnist-cpu").corruption().sigma == 0.1
 
 
-def test_fig2_quick_every_number_is_the_harness_s(tmp_path):
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """One runs folder for the quick studies of this module: their seconds-long models are trained once."""
+    return tmp_path_factory.mktemp("remix-runs")
+
+
+def test_fig2_quick_every_number_is_the_harness_s(tmp_path, quick_runs):
     import json
 
     from maskdefense.cli import main
 
     out = tmp_path / "fig2"
-    assert main(["reproduce", "remix-fig2", "--quick", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert main(["reproduce", "remix-fig2", "--quick", "--runs-dir", str(quick_runs), "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     rows, meta = data["rows"], data["meta"]
     assert [(r["attack"].split()[0], r["kappa"]) for r in rows] == [("CW", 0), ("CW", 20), ("EAD", 0), ("EAD", 20)]
@@ -292,14 +298,13 @@ def test_adaptive_attack_on_remix_is_at_least_as_strong_as_the_oblivious_one(tmp
     assert adaptive["defense_acc"] < 0.5  # and it does break it: the defense is differentiable end to end
 
 
-def test_adaptive_quick_runs_every_defense_under_both_threats(tmp_path):
+def test_adaptive_quick_runs_every_defense_under_both_threats(tmp_path, quick_runs):
     import json
 
     from maskdefense.cli import main
 
     out = tmp_path / "adaptive"
-    assert main(["reproduce", "remix-adaptive", "--quick", "--runs-dir", str(tmp_path / "runs"), "--out",
-                 str(out)]) == 0
+    assert main(["reproduce", "remix-adaptive", "--quick", "--runs-dir", str(quick_runs), "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     seen = {(r["defense"], r["threat"]) for r in data["rows"]}
     assert seen == {(d, t) for d in ("magnet", "remix", "remix+reformer", "remix-detector")
