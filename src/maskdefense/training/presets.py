@@ -14,8 +14,21 @@ from ..registry import PAPERS, Registry
 from .config import TrainConfig
 
 
+class _Trains:
+    """What every preset shares: its record, and the training configuration of the
+    :class:`~maskdefense.training.config.TrainConfig` fields it sets."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def train_config(self, seed: int = 0) -> Any:
+        """The :class:`~maskdefense.training.config.TrainConfig` of this preset."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
+                           seed=seed)
+
+
 @dataclass(frozen=True)
-class Preset:
+class Preset(_Trains):
     name: str
     dataset: str
     model: str
@@ -44,14 +57,6 @@ class Preset:
     differs: tuple[str, ...] = ()
     description: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def train_config(self, seed: int = 0) -> Any:
-        """The :class:`~maskdefense.training.config.TrainConfig` of this preset."""
-        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
-                           seed=seed)
-
     def transform(self) -> Any:
         """MAD's training transform (``GridMask``) of this preset, or ``None`` when it trains unmasked."""
         if self.train_cell is None:
@@ -62,7 +67,7 @@ class Preset:
 
 
 @dataclass(frozen=True)
-class AutoencoderPreset:
+class AutoencoderPreset(_Trains):
     """An image-to-image network (reformer, denoiser, inpainter) trained to restore clean images from
     corrupted ones: ``corrupt`` names the corruption (``{"transform": "gaussian_noise", "sigma": 0.1}`` or
     ``{"transform": "partition_mask", "n": 3}``), ``loss`` the reconstruction loss (``"mse"``, ``"l1"``)."""
@@ -83,13 +88,6 @@ class AutoencoderPreset:
     channels_last: bool = False
     differs: tuple[str, ...] = ()
     description: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def train_config(self, seed: int = 0) -> Any:
-        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
-                           seed=seed)
 
     def corruption(self) -> Any:
         """The training corruption: :class:`~maskdefense.training.transforms.GaussianNoise` (clipped to
