@@ -207,7 +207,7 @@ def test_an_autoencoder_preset_trains_resumes_and_beats_its_corruption(tmp_path)
     again, meta2 = ensure_model(p, tmp_path, log=lambda m: None)  # reused, not retrained
     assert meta2["weights_sha256"] == meta["weights_sha256"]
     assert create_preset("remix-inpainter-cifar10-cpu").corruption().n == 3
-    assert create_preset("magnet-aeI-mnist-cpu").corruption().sigma == 0.1
+    assert create_preset("magnet-ae1-mnist-cpu").corruption().sigma == 0.1
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from ..eval import evaluate
 from ..eval.budget import BUDGET_FACTOR, budget_check, check_budget, compare_budgets, strongest_per_attack
 from ..eval.reuse import reevaluate
 from ..papers.remix import (CLASSIFIER_ACCURACY, EAD_BETA, FIG2_CLAIMS, K_ROUNDS, KAPPAS, MAGNET_DETECTORS,
-                            MAGNET_FPR, MAGNET_REFORMER, N_MASKS, SWEEP_K, SWEEP_N)
+                            MAGNET_FPR, MAGNET_REFORMER, N_MASKS, SWEEP_K, SWEEP_N, magnet_preset)
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import AutoencoderPreset, create_preset
@@ -68,9 +68,9 @@ def _quick_presets() -> dict[str, AutoencoderPreset]:
     noise = {"transform": "gaussian_noise", "sigma": 0.1}
     small = dict(epochs=2, batch_size=64, lr=1e-2)
     return {
-        "magnet-I": AutoencoderPreset("magnet-aeI-digits", "digits", "conv_ae", noise,
+        "magnet-I": AutoencoderPreset("magnet-ae1-digits", "digits", "conv_ae", noise,
                                       model_kwargs={"layers": [3, "pool", 3, 3, "up", 3]}, **small),
-        "magnet-II": AutoencoderPreset("magnet-aeII-digits", "digits", "conv_ae", noise,
+        "magnet-II": AutoencoderPreset("magnet-ae2-digits", "digits", "conv_ae", noise,
                                        model_kwargs={"layers": [3, 3]}, **small),
         "reformer": AutoencoderPreset("remix-reformer-digits", "digits", "rednet", noise,
                                       model_kwargs={"width": 8, "depth": 2}, **small),
@@ -94,7 +94,7 @@ def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = 
         spec_ds = "mnist"
     else:
         roles = {role for role, _, _ in MAGNET_DETECTORS[dataset].values()} | {MAGNET_REFORMER[dataset]}
-        aes = {r: get(f"magnet-ae{r}-{dataset}-cpu") for r in sorted(roles)}
+        aes = {r: get(magnet_preset(r, dataset)) for r in sorted(roles)}
         reformer, inpainter = get(f"remix-reformer-{dataset}-cpu"), get(f"remix-inpainter-{dataset}-cpu")
         spec_ds = dataset
     base.eval()

@@ -44,6 +44,13 @@ MAGNET_DETECTORS = {
 MAGNET_FPR = {"mnist": 0.001, "cifar10": 0.005}
 #: The autoencoder MagNet reforms with.
 MAGNET_REFORMER = {"mnist": "I", "cifar10": "I"}
+#: The preset of MagNet's autoencoder ``role`` ("I", "II") for ``dataset`` on this CPU.
+MAGNET_AE_NUMBER = {"I": 1, "II": 2}
+
+
+def magnet_preset(role: str, dataset: str, size: str = "cpu") -> str:
+    return f"magnet-ae{MAGNET_AE_NUMBER[role]}-{dataset}-{size}"
+
 
 _MAGNET_MNIST_I = [3, "pool", 3, 3, "up", 3]  # encoder [3, avg, 3] mirrored, then the 1-channel output
 _MAGNET_MNIST_II = [3, 3]
@@ -62,10 +69,10 @@ for _ds, _role, _layers, _cpu_epochs, _full_epochs in (
     _common = dict(dataset=_ds, model="conv_ae", model_kwargs={"layers": _layers},
                    corrupt={"transform": "gaussian_noise", "sigma": _NOISE[_ds]}, loss="mse", batch_size=256, lr=1e-3)
     add_preset(AutoencoderPreset(
-        f"magnet-ae{_role}-{_ds}-paper", epochs=_full_epochs, **_common,
+        magnet_preset(_role, _ds, "paper"), epochs=_full_epochs, **_common,
         description=f"MagNet autoencoder {_role} for {_ds} as in the reference code ({_full_epochs} epochs)"))
     add_preset(AutoencoderPreset(
-        f"magnet-ae{_role}-{_ds}-cpu", epochs=_cpu_epochs, **_common,
+        magnet_preset(_role, _ds), epochs=_cpu_epochs, **_common,
         differs=(f"{_cpu_epochs} epochs instead of {_full_epochs}",
                  "fresh noise every epoch (the reference draws it once before training)"),
         description=f"MagNet autoencoder {_role} for {_ds}, CPU-sized"))
