@@ -6,8 +6,8 @@ made against the base network) and the *black-box* threat (made against the surr
 defense must wrap the same base network (same weights; checked by hash) and may differ only in what it
 does at test time -- e.g. MAD's test cell size or vote count (MAD Table 3 evaluates one trained model
 with 2x2, 4x4 and 8x8 test cells), or in networks around the base (a reformer, an inpainter, detectors)
-when the source run attacked the base alone (the oblivious setting). Adaptive rows are skipped: their examples were made against the
-old defense.
+when the source run attacked the base alone (the oblivious setting). Adaptive rows are skipped: their
+examples were made against the old defense.
 
 The new run directory gets the same files as an :func:`evaluate` run (records, ``run.json`` with a
 pointer to the source run, ``summary.*``), so a table built from it reads like any other.
