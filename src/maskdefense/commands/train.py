@@ -93,9 +93,6 @@ def run(args: argparse.Namespace) -> int:
     from ..data import dataset_info
     from ..ops.masking import grid_shape
     from ..rundir import check_output_dir
-    from dataclasses import fields, replace
-
-    from ..training.config import TrainConfig
     from ..training.loop import train_on_dataset
     from ..training.presets import DEFAULT_MODEL, AutoencoderPreset, Preset, create_preset
     from ._common import UserError
@@ -115,12 +112,7 @@ def run(args: argparse.Namespace) -> int:
     _check_model(model, {"in_channels": info.channels, "input_size": info.size, "num_classes": info.num_classes,
                          **model_kwargs})
 
-    args.weight_decay_norm = False if args.no_decay_norm else None
-    try:  # the preset's settings (as ensure_model trains them), each flag given on the command line on top
-        config = replace(base.train_config(seed=args.seed), **{
-            f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    config = _train_config(args, base)
     init_from = args.init_from
     if init_from is not None and args.from_scratch:
         raise UserError("--init-from and --from-scratch contradict each other: give one")
@@ -160,12 +152,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
-    """``train --preset`` of an image-to-image network (reformer, denoiser, inpainter)."""
+def _train_config(args: argparse.Namespace, preset: Any) -> Any:
+    """The preset's training configuration (as ensure_model trains it), each flag given on the command line
+    on top."""
     from dataclasses import fields, replace
 
-    from ..rundir import check_output_dir
     from ..training.config import TrainConfig
+    from ._common import UserError
+
+    args.weight_decay_norm = False if args.no_decay_norm else None
+    try:
+        return replace(preset.train_config(seed=args.seed), **{
+            f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
+    """``train --preset`` of an image-to-image network (reformer, denoiser, inpainter)."""
+    from ..rundir import check_output_dir
     from ..training.loop import train_autoencoder_on_dataset
     from ._common import UserError
 
@@ -179,12 +184,7 @@ def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
         raise UserError(f"preset {preset.name} trains an autoencoder: {', '.join(given)} do not apply")
     if args.dataset and args.dataset != preset.dataset:
         raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
-    args.weight_decay_norm = False if args.no_decay_norm else None
-    try:
-        config = replace(preset.train_config(seed=args.seed), **{
-            f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    config = _train_config(args, preset)
     out = args.out or default_out(f"{preset.dataset}-{preset.name}")
     check_output_dir(out)
     echo(f"training {preset.model} ({preset.name}: restore images from {preset.corrupt}) -> {out}")

@@ -85,3 +85,23 @@ def mean_defined(values: Iterable[float | None]) -> float | None:
     v = [x for x in values if x is not None]
     return sum(v) / len(v) if v else None
 
+
+def budget_markdown(rows: list[dict[str, Any]], *, value: str = "Defense",
+                    defense_name: Callable[[str], str] | None = None) -> str:
+    """The verdict and the table of a budget check (rows of :func:`maskdefense.eval.budget.compare_budgets`;
+    with ``defense_name``, a leading column naming each row's ``"defense"``)."""
+    from ..results import markdown_table, pct
+
+    bad = [r for r in rows if not r["enough"]]
+    verdict = (f"**{len(bad)} of {len(rows)} rows moved more than their noise** (flag `BUDGET_NOT_ENOUGH`): their "
+               "numbers depend on the budget." if bad else f"All {len(rows)} rows moved less than their noise.")
+    shown = [{**r, "budget_text": ", ".join(f"{k} {v}->{r['budget_scaled'][k]}" for k, v in r["budget"].items()) or "-",
+              "spg": "{}->{}".format(*r["samples_per_gradient"]), "verdict": "yes" if r["enough"] else "**no**",
+              **({"defense": defense_name(r["defense"])} if defense_name else {})} for r in rows]
+    lead = ["defense"] if defense_name else []
+    return verdict + "\n\n" + markdown_table(
+        shown, lead + ["label", "threat", "budget_text", "spg", "base", "scaled", "delta", "noise", "verdict"],
+        lead + ["attack", "threat", "budget", "samples per gradient", value, f"{value} (more budget)", "change (pts)",
+                "noise (pts)", "enough?"],
+        {"base": pct, "scaled": pct, "delta": lambda v: "-" if v is None else f"{100 * v:+.2f}",
+         "noise": lambda v: f"{100 * v:.2f}"})

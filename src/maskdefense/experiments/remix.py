@@ -34,7 +34,7 @@ from ..papers.remix import (CLASSIFIER_ACCURACY, EAD_BETA, FIG2_CLAIMS, K_ROUNDS
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import AutoencoderPreset, create_preset
-from .common import ensure_model, harness_wall_time
+from .common import budget_markdown, ensure_model, harness_wall_time
 
 Log = Callable[[str], None]
 
@@ -47,7 +47,8 @@ ATTACK_BUDGET = {"mnist": "steps=200,binary_search_steps=5", "cifar10": "steps=1
                  "digits": "steps=20,binary_search_steps=2"}
 DEFENSES = ("none", "magnet-reformer", "magnet", "remix", "remix+reformer")
 DEFENSE_NAMES = {"none": "no defense", "magnet-reformer": "MagNet reformer", "magnet": "MagNet reformer + detectors",
-                 "remix": "REMIX mask-inpaint", "remix+reformer": "REMIX with reformer"}
+                 "remix": "REMIX mask-inpaint", "remix+reformer": "REMIX with reformer",
+                 "remix-detector": "REMIX detector"}
 
 
 def attack_specs(dataset: str, kappas: tuple[float, ...]) -> list[AttackSpec]:
@@ -81,9 +82,11 @@ def _quick_presets() -> dict[str, AutoencoderPreset]:
 
 
 def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
-                   data_root: Any = None, log: Log = print, n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any]]:
+                   data_root: Any = None, log: Log = print,
+                   n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The classifier and the five defenses of Figure 2 (training what is missing; MagNet's thresholds set on
-    the clean validation split). Returns ``(defenses, record)``: name -> defense, and what was used."""
+    the clean validation split). Returns ``(defenses, record, val)``: name -> defense, what was used, and the
+    validation split the thresholds were set on."""
     ds = "digits" if quick else dataset
     get = lambda p: ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)  # noqa: E731
     base, bck = get(create_preset(CLASSIFIER[ds], **({"epochs": 3} if quick else {})))
@@ -119,13 +122,21 @@ def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = 
     record = {"classifier": bck, "magnet_autoencoders": {r: m for r, (_, m) in aes.items()},
               "remix_reformer": reformer[1], "remix_inpainter": inpainter[1], "magnet_thresholds": thresholds,
               "magnet_fpr": MAGNET_FPR[spec_ds], "n_val": len(val), "n_masks": n, "k": K_ROUNDS}
-    return defenses, record
+    return defenses, record, val
 
 
 def _checkpoint_record(meta: dict[str, Any]) -> dict[str, Any]:
     keep = ("arch", "arch_kwargs", "dataset", "epochs", "sha256", "weights_sha256", "test_accuracy", "test_mse",
             "test_input_mse", "preset", "training_key")
     return {k: meta.get(k) for k in keep if k in meta}
+
+
+def _models_record(record: dict[str, Any]) -> dict[str, Any]:
+    """What a results file keeps of :func:`build_defenses`' record: the training records of the models and the
+    MagNet settings."""
+    return {"models": {k: _checkpoint_record(v) if isinstance(v, dict) and "sha256" in v else v
+                       for k, v in record.items() if k != "magnet_autoencoders"},
+            "magnet_autoencoders": {r: _checkpoint_record(m) for r, m in record["magnet_autoencoders"].items()}}
 
 
 def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, seed: int = 0,
@@ -135,7 +146,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
     t_start = time.perf_counter()
     meta = run_metadata(seed)
     ds = "digits" if quick else dataset
-    defenses, record = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
+    defenses, record, _ = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
                                       log=log)
     kappas = (0, 20) if quick else KAPPAS[dataset]
     n = limit or (24 if quick else N_CPU[dataset])
@@ -155,8 +166,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
                                        command=meta["command"])
     # the budget check: the smallest and largest kappa of both attacks again with twice the steps and
     # binary-search steps, every defense on those examples
-    parsed = specs
-    chosen = [s for s in parsed if s.params["confidence"] in (min(kappas), max(kappas))]
+    chosen = [s for s in specs if s.params["confidence"] in (min(kappas), max(kappas))]
     scaled = {s.with_budget(BUDGET_FACTOR).key: s for s in chosen}
     log(f"[remix-fig2] budget check: {len(chosen)} attacks with x{BUDGET_FACTOR} budget")
     evaluate(defenses["none"], test, [s.with_budget(BUDGET_FACTOR) for s in chosen], "gray-box",
@@ -168,7 +178,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
         budget_rows += [{**c, "defense": name} for c in compare_budgets(reports[name].rows, rep.rows, scaled,
                                                                          factor=BUDGET_FACTOR)]
     rows = []
-    for s in parsed:
+    for s in specs:
         row: dict[str, Any] = {"attack": "CW L2" if s.name == "cw-l2" else f"EAD (EN, beta {EAD_BETA})",
                                "kappa": int(s.params["confidence"]) if float(s.params["confidence"]).is_integer()
                                else s.params["confidence"]}
@@ -182,9 +192,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
     clean = {name: rep.clean for name, rep in reports.items()}
     meta.update(study=f"remix-fig2-{ds}", dataset=ds, n_images=n, kappas=list(kappas),
                 attacks=[s.to_dict() for s in specs],
-                models={k: _checkpoint_record(v) if isinstance(v, dict) and "sha256" in v else v
-                        for k, v in record.items() if k != "magnet_autoencoders"},
-                magnet_autoencoders={r: _checkpoint_record(m) for r, m in record["magnet_autoencoders"].items()},
+                **_models_record(record),
                 clean={k: {"accuracy": v["defense_clean_acc"], "std": v["defense_clean_std"],
                            "base": v["base_clean_acc"], "rejected": v.get("false_positive_rate")}
                        for k, v in clean.items()},
@@ -198,6 +206,18 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
                     + [out / f"budget-x{BUDGET_FACTOR}-{k}" for k in reports]))
     _write_fig2(out, rows, meta, clean)
     return meta
+
+
+def _clean_table(clean: dict[str, tuple[float | None, float | None]]) -> str:
+    """Clean accuracy and clean images rejected, per defense (name -> (accuracy, rejected or None))."""
+    return markdown_table([{"defense": DEFENSE_NAMES[k], "acc": acc, "rej": rej} for k, (acc, rej) in clean.items()],
+                          ["defense", "acc", "rej"], ["defense", "clean accuracy", "clean images rejected"],
+                          {"acc": pct, "rej": lambda v: "-" if v is None else pct(v)})
+
+
+def _flag_lines(flags: list[dict[str, Any]]) -> str:
+    return "\n".join(f"- **{f['code']}** ({f['severity']}{', ' + f['run'] if f.get('run') else ''}): {f['message']}"
+                     for f in flags) or "- none"
 
 
 def _plot(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -230,18 +250,7 @@ def _write_fig2(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], cle
     fm: dict[str, Any] = {d: pct for d in DEFENSES}
     fm["mean_l2"] = lambda v: "-" if v is None else f"{v:.3f}"
     table = markdown_table(rows, cols, heads, fm)
-    ctable = markdown_table([{"defense": DEFENSE_NAMES[k], "acc": v["defense_clean_acc"],
-                              "rej": v.get("false_positive_rate")} for k, v in clean.items()],
-                            ["defense", "acc", "rej"], ["defense", "clean accuracy", "clean images rejected"],
-                            {"acc": pct, "rej": lambda v: "-" if v is None else pct(v)})
-    brows = meta["budget_check"]
-    bad = [b for b in brows if not b["enough"]]
-    btable = markdown_table(
-        [{**b, "defense": DEFENSE_NAMES[b["defense"]]} for b in brows],
-        ["defense", "label", "base", "scaled", "delta", "noise", "enough"],
-        ["defense", "attack", "accuracy", "accuracy (x2 budget)", "change", "noise (1 s.e.)", "enough?"],
-        {"base": pct, "scaled": pct, "delta": lambda v: f"{100 * v:+.2f}", "noise": lambda v: f"{100 * v:.2f}",
-         "enough": lambda v: "yes" if v else "**no**"})
+    ctable = _clean_table({k: (v["defense_clean_acc"], v.get("false_positive_rate")) for k, v in clean.items()})
     m = meta["models"]
     intro = (
         f"REMIX poster, Figure 2 ({ds}): accuracy of each defense on Carlini-Wagner L2 and EAD (elastic-net rule, "
@@ -263,11 +272,8 @@ def _write_fig2(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "## Is the attack budget enough?",
         (f"The smallest and largest kappa of each attack again with x{BUDGET_FACTOR} steps and binary-search "
          "steps, every defense evaluated on the new examples; enough = the accuracy moves by at most one standard "
-         "error. " + (f"**{len(bad)} of {len(brows)} rows moved more than that.**" if bad else
-                      f"All {len(brows)} rows moved less.")),
-        btable,
-        "## Integrity flags", "\n".join(f"- **{f['code']}** ({f['severity']}{', ' + f['run'] if f.get('run') else ''}): "
-                                        f"{f['message']}" for f in meta["flags"]) or "- none",
+         "error. " + budget_markdown(meta["budget_check"], value="accuracy", defense_name=DEFENSE_NAMES.get)),
+        "## Integrity flags", _flag_lines(meta["flags"]),
         f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s.",
     ]
     write_results(out, title=f"REMIX Figure 2 reproduction: {ds}", intro=intro, sections=sections, rows=rows,
@@ -308,9 +314,8 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     t_start = time.perf_counter()
     meta = run_metadata(seed)
     ds = "digits" if quick else dataset
-    defenses, record = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
+    defenses, record, val = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
                                       log=log, n_grad=2 if quick else 8)
-    val = load_dataset(ds, "val", root=data_root)
     base = defenses["none"].base
     remix = defenses["remix+reformer"]
     detector = REMIXDetector(base, remix.inpainter, n=remix.n, k=remix.k, reformer=remix.reformer,
@@ -345,9 +350,7 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     meta.update(study=f"remix-adaptive-{ds}", dataset=ds, n_images=n, remix_detector_fpr=REMIX_DETECTOR_FPR,
                 n_grad=remix.n_grad,
                 remix_detector_threshold=detector.threshold,
-                models={k: _checkpoint_record(v) if isinstance(v, dict) and "sha256" in v else v
-                        for k, v in record.items() if k != "magnet_autoencoders"},
-                magnet_autoencoders={r: _checkpoint_record(m) for r, m in record["magnet_autoencoders"].items()},
+                **_models_record(record),
                 budget_check=budget_rows, flags=flags,
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 eval_wall_time_s_total=harness_wall_time(
@@ -365,7 +368,7 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
             continue
         a = by.get((name, attack, "adaptive"), {})
         ob, ad = r["defense_acc"], a.get("defense_acc")
-        table_rows.append({"defense": DEFENSE_NAMES.get(name, "REMIX detector"), "attack": attack, "oblivious": ob,
+        table_rows.append({"defense": DEFENSE_NAMES[name], "attack": attack, "oblivious": ob,
                            "adaptive": ad, "survives": (ad / ob if ob and ad is not None else None),
                            "spg": a.get("samples_per_gradient"), "det_ob": r.get("detection_rate"),
                            "det_ad": a.get("detection_rate"), "auc_ad": a.get("detection_auc")})
@@ -379,20 +382,7 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
     clean = {}
     for r in rows:
         clean.setdefault(r["defense"], (r["clean"], r["fpr"]))
-    ctable = markdown_table([{"defense": DEFENSE_NAMES.get(k, "REMIX detector"), "acc": v[0], "fpr": v[1]}
-                             for k, v in clean.items()], ["defense", "acc", "fpr"],
-                            ["defense", "clean accuracy", "clean images rejected"],
-                            {"acc": pct, "fpr": lambda v: "-" if v is None else pct(v)})
-    brows = meta["budget_check"]
-    bad = [b for b in brows if not b["enough"]]
-    btable = markdown_table(
-        [{**b, "defense": DEFENSE_NAMES.get(b["defense"], "REMIX detector"),
-          "spg": "{}->{}".format(*b["samples_per_gradient"])} for b in brows],
-        ["defense", "label", "threat", "spg", "base", "scaled", "delta", "noise", "enough"],
-        ["defense", "attack", "threat", "samples per gradient", "accuracy", "accuracy (x2 budget)", "change",
-         "noise (1 s.e.)", "enough?"],
-        {"base": pct, "scaled": pct, "delta": lambda v: f"{100 * v:+.2f}", "noise": lambda v: f"{100 * v:.2f}",
-         "enough": lambda v: "yes" if v else "**no**"})
+    ctable = _clean_table(clean)
     linf, l2 = ADAPTIVE_EPS[meta["dataset"]]
     intro = (
         f"What the REMIX poster left out ({meta['dataset']}, first {meta['n_images']} test images): the same "
@@ -412,10 +402,8 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
                 "## Is the attack budget enough?",
                 ("Each attack again with x2 steps (and x2 EOT samples adaptively) on the same images; enough = "
                  "the accuracy moves by at most one standard error. "
-                 + (f"**{len(bad)} of {len(brows)} rows moved more than that.**" if bad else
-                    f"All {len(brows)} rows moved less.")), btable,
-                "## Integrity flags", "\n".join(f"- **{f['code']}** ({f['severity']}, {f['run']}): {f['message']}"
-                                                 for f in meta["flags"]) or "- none",
+                 + budget_markdown(meta["budget_check"], value="accuracy", defense_name=DEFENSE_NAMES.get)),
+                "## Integrity flags", _flag_lines(meta["flags"]),
                 f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
     write_results(out, title=f"REMIX and MagNet against adaptive attacks: {meta['dataset']}", intro=intro,
                   sections=sections, rows=rows, meta=meta)
@@ -437,7 +425,7 @@ def sweep_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     if not (source / "run.json").exists():
         raise FileNotFoundError(f"{source} holds no Figure 2 run: run `maskdefense reproduce remix-fig2"
                                 f"{' --quick' if quick else ' --dataset ' + dataset}` first (into {source.parent})")
-    defenses, record = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
+    defenses, record, _ = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
                                       log=log)
     base, reformer = defenses["none"].base, defenses["remix+reformer"].reformer
     n_images = json.loads((source / "run.json").read_text())["config"]["n"]

@@ -29,7 +29,7 @@ from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ...training.loop import predict_labels
 from ...seeding import seeded
-from ..common import ensure_model, harness_wall_time, mean_defined
+from ..common import budget_markdown, ensure_model, harness_wall_time, mean_defined
 
 Log = Callable[[str], None]
 
@@ -195,21 +195,11 @@ def _budget_section(meta: dict[str, Any]) -> str:
     rows = meta.get("budget_check") or []
     if not rows:
         return "(not run)"
-    bad = [r for r in rows if not r["enough"]]
-    text = (f"Each attack's largest-epsilon row again on the same first {meta['adaptive_n']} images with every "
+    return (f"Each attack's largest-epsilon row again on the same first {meta['adaptive_n']} images with every "
             f"budget parameter x{rows[0]['factor']} (iterations, binary-search steps) and, under the adaptive threat, "
             f"x{rows[0]['factor']} EOT samples per gradient. The budget is enough when the Defense accuracy moves by "
             "at most its noise (one binomial standard error on the correctly classified images). "
-            + (f"**{len(bad)} of {len(rows)} rows moved more than their noise** (flag `BUDGET_NOT_ENOUGH`): their "
-               "numbers depend on the budget." if bad else f"All {len(rows)} rows moved less than their noise.")
-            + "\n\n")
-    shown = [{**r, "budget_text": ", ".join(f"{k} {v}->{r['budget_scaled'][k]}" for k, v in r["budget"].items()) or "-",
-              "spg": "{}->{}".format(*r["samples_per_gradient"]), "verdict": "yes" if r["enough"] else "**no**"}
-             for r in rows]
-    return text + markdown_table(shown, ["label", "threat", "budget_text", "spg", "base", "scaled", "delta", "noise", "verdict"],
-                                 ["attack", "threat", "budget", "samples per gradient", "Defense", "Defense (more budget)",
-                                  "change (pts)", "noise (pts)", "enough?"],
-                                 {"base": pct, "scaled": pct, "delta": _fmt_pts, "noise": lambda v: f"{100 * v:.2f}"})
+            + budget_markdown(rows))
 
 
 def _write_table(out: Any, rows: list[dict[str, Any]], meta: dict[str, Any], clean: dict[str, Any], suite: Any,
