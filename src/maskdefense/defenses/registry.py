@@ -56,11 +56,31 @@ def _reformer(base: nn.Module, *, reformer: str) -> Defense:
     return MagNet(base, reformer=_load(reformer, "reformer"))
 
 
+def _squeeze(base: nn.Module, *, method: str | None = None, n_grad: int = 8, **params: Any) -> Defense:
+    from ..ops.squeeze import create_squeezers
+    from .squeeze import Squeeze
+
+    if method is None:
+        raise SpecError("squeeze needs method, e.g. squeeze:method=bits,bits=5 or squeeze:method=median+nlmeans")
+    return Squeeze(base, create_squeezers(method, **params), n_grad=n_grad)
+
+
+def _tvm(base: nn.Module, *, n_grad: int = 8, **params: Any) -> Defense:
+    if "method" in params:
+        raise SpecError("tvm takes no method: it is squeeze:method=tvm (chain squeezers with squeeze:method=median+tvm)")
+    return _squeeze(base, method="tvm", n_grad=n_grad, **params)
+
+
 DEFENSES.add("none", _none, "the undefended model")
 DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
              "(remix:inpainter=CKPT,n=3[,k=1,reformer=CKPT,n_grad=8,votes=1])")
 DEFENSES.add("reformer", _reformer, "an autoencoder in front of the classifier, MagNet's reformer "
              "(reformer:reformer=CKPT; MagNet's detectors need calibration: see maskdefense.defenses.magnet)")
+DEFENSES.add("squeeze", _squeeze, "image squeezers (ops.squeeze) before the classifier, BPDA for attacks: "
+             "squeeze:method=bits,bits=5 | method=median,size=2 | method=nlmeans[,h=4,search=11,patch=3] | "
+             "a chain method=bits+median (parameters go to the squeezers that take them)")
+DEFENSES.add("tvm", _tvm, "random pixel dropout + total-variation reconstruction, EOT over n_grad draws "
+             "(tvm:keep=0.5,weight=0.03[,n_grad=8,iters=100,per_channel=false])")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 
