@@ -25,9 +25,8 @@ from torch import Tensor, nn
 
 from ..ops.eot import log_mean_softmax
 from ..ops.squeeze import Squeezer
-from ..validation import check_images
+from ..validation import check_images, positive_int
 from .base import Contract, Defense
-from .remix import _positive_int
 
 __all__ = ["Squeeze"]
 
@@ -49,8 +48,8 @@ class Squeeze(Defense):
             raise ValueError("squeezers must be one or more maskdefense.ops.squeeze.Squeezer instances")
         self.squeezers = nn.ModuleList(chain)
         self.randomized = any(s.randomized for s in chain)
-        self.n_grad = _positive_int(n_grad, "n_grad") if self.randomized else 1
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
+        self.n_grad = positive_int(n_grad, "n_grad") if self.randomized else 1
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
 
     @property
     def steps(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..validation import check_images
+from ..validation import check_images, positive_int
 from .registry import MODELS
 
 __all__ = ["REDNet", "ConvAutoencoder"]
@@ -53,8 +53,7 @@ class REDNet(_ImageToImage):
                  skip: int = 2) -> None:
         super().__init__(in_channels, input_size)
         for name, v in (("width", width), ("depth", depth), ("skip", skip)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(v, name)
         self.depth, self.skip = depth, skip
         chans = [in_channels] + [width] * depth
         self.encoder = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(depth))
