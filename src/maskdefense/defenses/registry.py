@@ -56,11 +56,29 @@ def _reformer(base: nn.Module, *, reformer: str) -> Defense:
     return MagNet(base, reformer=_load(reformer, "reformer"))
 
 
+def _sfm(base: nn.Module, *, masker: str, n_grad: int = 8) -> Defense:
+    """The masker of an SFM training run's checkpoint (its component ``"masker"``) around ``base``, which
+    must be the classifier it was trained with (its component ``"classifier"``)."""
+    from ..checkpoint import components_of, load_model, weights_sha256
+    from .sfm import SFMDefense
+
+    if not isinstance(masker, str) or not masker:
+        raise SpecError(f"masker must be the path of a checkpoint, got {masker!r}")
+    net, meta = load_model(masker, component="masker")
+    trained = components_of(meta).get("classifier", {}).get("weights_sha256")
+    if trained is not None and trained != weights_sha256(base.state_dict()):
+        raise SpecError(f"the model is not the classifier the masker of {masker} was trained with: use its "
+                        "component 'classifier' (load_model(path, component='classifier'))")
+    return SFMDefense(base, net, n_grad=n_grad)
+
+
 DEFENSES.add("none", _none, "the undefended model")
 DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
              "(remix:inpainter=CKPT,n=3[,k=1,reformer=CKPT,n_grad=8,votes=1])")
 DEFENSES.add("reformer", _reformer, "an autoencoder in front of the classifier, MagNet's reformer "
              "(reformer:reformer=CKPT; MagNet's detectors need calibration: see maskdefense.defenses.magnet)")
+DEFENSES.add("sfm", _sfm, "SFM-Defense's trained sparse feature masker in front of its classifier "
+             "(sfm:masker=CKPT[,n_grad=8]; the checkpoint of the masker's training, the model its 'classifier')")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 
