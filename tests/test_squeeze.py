@@ -208,7 +208,9 @@ def test_squeeze_defense_contract_and_config() -> None:
     assert (c.randomized, c.samples_per_forward, c.bpda_steps) == (True, 3, ("median", "tvm"))
     assert tvm.config()["n_grad"] == 3
     with pytest.raises(ValueError, match="Squeezer instances"):
-        Squeeze(base, [])
+        Squeeze(base, [Median(2), nn.Identity()])
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(Squeeze(base, [])(x), base(x))  # no squeezer: the base alone
 
 
 def test_deterministic_squeeze_forward_is_base_on_squeezed_input() -> None:

@@ -71,6 +71,26 @@ def _tvm(base: nn.Module, *, n_grad: int = 8, **params: Any) -> Defense:
     return _squeeze(base, method="tvm", n_grad=n_grad, **params)
 
 
+def _sfm(base: nn.Module, *, masker: str, method: str | None = None, n_grad: int = 8, **params: Any) -> Defense:
+    """The masker of an SFM training run's checkpoint (its component ``"masker"``) around ``base``, which
+    must be the classifier it was trained with (its component ``"classifier"``), then the squeezers
+    ``method`` (none: the masker alone)."""
+    from ..checkpoint import components_of, load_model, weights_sha256
+    from ..ops.squeeze import create_squeezers
+    from .sfm import SFMDefense
+
+    if not isinstance(masker, str) or not masker:
+        raise SpecError(f"masker must be the path of a checkpoint, got {masker!r}")
+    net, meta = load_model(masker, component="masker")
+    trained = components_of(meta).get("classifier", {}).get("weights_sha256")
+    if trained is not None and trained != weights_sha256(base.state_dict()):
+        raise SpecError(f"the model is not the classifier the masker of {masker} was trained with: use its "
+                        "component 'classifier' (load_model(path, component='classifier'))")
+    if method is None and params:
+        raise SpecError(f"sfm: {', '.join(sorted(params))} without method (e.g. sfm:masker=CKPT,method=median,size=2)")
+    return SFMDefense(base, net, create_squeezers(method, **params) if method is not None else None, n_grad=n_grad)
+
+
 DEFENSES.add("none", _none, "the undefended model")
 DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
              "(remix:inpainter=CKPT,n=3[,k=1,reformer=CKPT,n_grad=8,votes=1])")
@@ -81,6 +101,9 @@ DEFENSES.add("squeeze", _squeeze, "image squeezers (ops.squeeze) before the clas
              "a chain method=bits+median (parameters go to the squeezers that take them)")
 DEFENSES.add("tvm", _tvm, "random pixel dropout + total-variation reconstruction, EOT over n_grad draws "
              "(tvm:keep=0.5,weight=0.03[,n_grad=8,iters=100,per_channel=false])")
+DEFENSES.add("sfm", _sfm, "SFM-Defense: a trained sparse feature masker, then squeezers (as squeeze:), then its "
+             "classifier (sfm:masker=CKPT[,method=median,size=2,n_grad=8]; CKPT the masker's training run, the "
+             "model its component 'classifier')")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 

@@ -32,8 +32,8 @@ __all__ = ["Squeeze"]
 
 
 class Squeeze(Defense):
-    """``squeezers`` (one :class:`~maskdefense.ops.squeeze.Squeezer` or a sequence, applied in order) in front
-    of ``base``.
+    """``squeezers`` (one :class:`~maskdefense.ops.squeeze.Squeezer` or a sequence, applied in order; an empty
+    one is the base alone) in front of ``base``.
 
     n_grad : random draws averaged in :meth:`forward` when a squeezer is randomized (ignored otherwise).
     chunk_size : images per pass of the base network (bounds memory; never changes results: the squeezers
@@ -44,8 +44,8 @@ class Squeeze(Defense):
                  chunk_size: int = 256) -> None:
         super().__init__(base)
         chain = [squeezers] if isinstance(squeezers, Squeezer) else list(squeezers)
-        if not chain or not all(isinstance(s, Squeezer) for s in chain):
-            raise ValueError("squeezers must be one or more maskdefense.ops.squeeze.Squeezer instances")
+        if not all(isinstance(s, Squeezer) for s in chain):
+            raise ValueError("squeezers must be maskdefense.ops.squeeze.Squeezer instances")
         self.squeezers = nn.ModuleList(chain)
         self.randomized = any(s.randomized for s in chain)
         self.n_grad = positive_int(n_grad, "n_grad") if self.randomized else 1
@@ -61,6 +61,11 @@ class Squeeze(Defense):
             out.append(s.name if counts[s.name] == 1 else f"{s.name}#{seen[s.name]}")
         return tuple(out)
 
+    def inputs(self, x: Tensor) -> Tensor:
+        """What the squeezers receive (differentiable): the images themselves; a subclass may transform them
+        first (SFM-Defense masks them)."""
+        return x
+
     def squeeze(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """The squeezed images: every squeezer in order, each through BPDA (identity backward)."""
         for s in self.squeezers:
@@ -70,7 +75,7 @@ class Squeeze(Defense):
     def _logits(self, x: Tensor, samples: int, generator: torch.Generator | None) -> Tensor:
         """Base logits ``(N, samples, K)``: copy ``j`` of image ``i`` squeezed at row ``i * samples + j``."""
         check_images(x.detach() if isinstance(x, Tensor) else x)
-        z = self.squeeze(x.repeat_interleave(samples, 0), generator)
+        z = self.squeeze(self.inputs(x).repeat_interleave(samples, 0), generator)
         out = torch.cat([self.base(z[i : i + self.chunk_size]) for i in range(0, z.shape[0], self.chunk_size)])
         return out.view(x.shape[0], samples, out.shape[-1])
 

@@ -642,7 +642,7 @@ def _run_tasks(defense: Defense, contract: Contract, x: Tensor, y: Tensor,
     for t in threats:
         tgt = targets[t][0]
         diag.append((f"gradients:{t.value}", target_diag(tgt, lambda g: gradient_stats(g, x[:m], y[:m]))))
-        if t is not ThreatModel.GRAY_BOX:
+        if t is not ThreatModel.GRAY_BOX or tgt is not base:
             diag.append((f"outputs:target:{t.value}", target_diag(tgt, lambda g: output_stats(_no_grad(g, x[:m])))))
     for name, fn in diag:
         if f"diag|{name}" not in store.done_groups:

@@ -7,7 +7,10 @@ defense must wrap the same base network (same weights; checked by hash) and may 
 does at test time -- e.g. MAD's test cell size or vote count (MAD Table 3 evaluates one trained model
 with 2x2, 4x4 and 8x8 test cells), or in networks around the base (a reformer, an inpainter, detectors)
 when the source run attacked the base alone (the oblivious setting). Adaptive rows are skipped: their
-examples were made against the old defense.
+examples were made against the old defense. A defense whose gray-box attacker also knows some of its learned
+parts (:meth:`~maskdefense.defenses.base.Defense.oblivious_target`: a learned masker) has its own gray-box
+examples: the source's gray-box target must be the new defense's (the same description; the weights check
+above then makes them the same network), else the reuse is refused.
 
 The new run directory gets the same files as an :func:`evaluate` run (records, ``run.json`` with a
 pointer to the source run, ``summary.*``), so a table built from it reads like any other.
@@ -46,8 +49,10 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
     ``source`` (made with ``save_adversarial=True`` on the same ``data``); write a run to ``out_dir``.
 
     Refused (``ConfigMismatchError``) when ``source`` is incomplete, stored no examples, was made on
-    other data, or when ``defense`` does not share its base network's weights. ``out_dir`` is locked for
-    the run (``BusyError`` when another run holds it); its ``run.json`` binds only when records exist.
+    other data, when ``defense`` does not share its base network's weights, or when its gray-box target
+    (:meth:`~maskdefense.defenses.base.Defense.oblivious_target`) is not the one the source attacked.
+    ``out_dir`` is locked for the run (``BusyError`` when another run holds it); its ``run.json`` binds only
+    when records exist.
     """
     t_start = time.perf_counter()
     src = Path(source)
@@ -65,6 +70,12 @@ def reevaluate(defense: torch.nn.Module, data: Any, source: str | Path, *, out_d
     if old_cfg["model_sha256"] not in (state_hash(defense), state_hash(defense, prefix="base.")):
         raise ConfigMismatchError(f"the defense's weights differ from the base network of {src}: its adversarial "
                                   "examples were not made against this model")
+    gray = run.get("targets", {}).get("gray-box")
+    if gray is not None:
+        mine = defense.oblivious_target()[1]
+        if gray["target"] != mine:
+            raise ConfigMismatchError(f"the gray-box examples of {src} were made against the {gray['target']}; this "
+                                      f"defense's gray-box attacker attacks the {mine}")
     seed = int(old_cfg["seed"] if seed is None else seed)
     contract = contract_of(defense)
     repeats = repeats if repeats is not None else (3 if contract.randomized else 1)

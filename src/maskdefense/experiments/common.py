@@ -9,9 +9,11 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_model, read_metadata
-from ..training.presets import AutoencoderPreset, Preset, create_preset
-from ..training.loop import train_autoencoder_on_dataset, train_on_dataset, training_key
+from ..checkpoint import CheckpointError, load_components, load_model, read_metadata
+from ..training.presets import AutoencoderPreset, Preset, SFMPreset, create_preset
+from ..training.loop import (
+    sfm_training_key, train_autoencoder_on_dataset, train_on_dataset, train_sfm_on_dataset, training_key,
+)
 
 
 def ensure_model(
@@ -34,6 +36,8 @@ def ensure_model(
     :func:`~maskdefense.training.loop.train_on_dataset`). An :class:`AutoencoderPreset` gives its trained
     image-to-image network (:func:`~maskdefense.training.loop.train_autoencoder_on_dataset`)."""
     p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
+    if isinstance(p, SFMPreset):
+        raise TypeError(f"preset {p.name} trains a masker with its classifier: get them with ensure_sfm()")
     if isinstance(p, AutoencoderPreset):
         config, corrupt = p.train_config(seed=seed), p.corruption()
         key = training_key(p.dataset, p.model, p.model_kwargs, config, corrupt, loss=p.loss)
@@ -44,11 +48,8 @@ def ensure_model(
                                          meta={"preset": p.to_dict()})
         return load_model(path)
     config, transform = p.train_config(seed=seed), p.transform()
-    init_from, init = None, None
-    if p.init is not None:
-        _, init_meta = ensure_model(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress,
-                                    monitor_test=monitor_test)
-        init_from, init = Path(init_meta["path"]), init_meta["weights_sha256"]
+    init_from, init = _ensure_init(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress,
+                                   monitor_test=monitor_test)
     key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init)
     path = _run_path(p.name, key, runs_dir, seed)
     if path.exists() and "test_accuracy" in read_metadata(path):
@@ -57,6 +58,45 @@ def ensure_model(
                      transform=transform, data_root=data_root, log=log, progress=progress,
                      meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test)
     return load_model(path)  # with the checkpoint's sha256 in its metadata
+
+
+def _ensure_init(init: str | None, runs_dir: str | Path, **kw: Any) -> tuple[Path | None, str | None]:
+    """The checkpoint path and weights hash of the model of preset ``init`` (trained if needed), or ``None``s."""
+    if init is None:
+        return None, None
+    _, meta = ensure_model(init, runs_dir, **kw)
+    return Path(meta["path"]), meta["weights_sha256"]
+
+
+def ensure_sfm(
+    preset: str | SFMPreset,
+    runs_dir: str | Path = "runs",
+    *,
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
+    **overrides: Any,
+) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """The classifier and masker trained with the :class:`SFMPreset` ``preset`` (and ``overrides``) and
+    ``seed``, as :func:`ensure_model` gets a model: reused from ``runs_dir/<preset>-<hash>`` when trained with
+    exactly this configuration, else trained (resumed) first, the classifier's starting model (``init``)
+    too. Returns ``({"classifier": ..., "masker": ...}, metadata)``."""
+    p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
+    if not isinstance(p, SFMPreset):
+        raise TypeError(f"preset {p.name} does not train a masker: get its model with ensure_model()")
+    config, preprocess = p.train_config(seed=seed), p.preprocessor()
+    init_from, init = _ensure_init(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress)
+    key = sfm_training_key(p.dataset, p.classifier, p.classifier_kwargs, config, masker_name=p.masker,
+                           masker_kwargs=p.masker_kwargs, weights=p.weights, preprocess=preprocess,
+                           classifier_input=p.classifier_input, init=init)
+    path = _run_path(p.name, key, runs_dir, seed)
+    if not (path.exists() and "test_accuracy" in read_metadata(path)):
+        train_sfm_on_dataset(p.dataset, p.classifier, config, out_dir=path.parent, weights=p.weights,
+                             classifier_kwargs=p.classifier_kwargs, masker_name=p.masker, masker_kwargs=p.masker_kwargs,
+                             preprocess=preprocess, classifier_input=p.classifier_input, init_from=init_from,
+                             data_root=data_root, log=log, progress=progress, meta={"preset": p.to_dict()})
+    return load_components(path)
 
 
 def _run_path(name: str, key: dict[str, Any], runs_dir: str | Path, seed: int) -> Path:

@@ -8,7 +8,7 @@
 Every model built by the registry carries ``model.spec``: the registered name and the keyword arguments it
 was built with, which is what a checkpoint stores so it can rebuild the same architecture
 (:mod:`.registry`). The built-in classifiers are in :mod:`.classifiers`, the image-to-image networks
-(reformers, denoisers, inpainters) in :mod:`.autoencoders`.
+(reformers, denoisers, inpainters) in :mod:`.autoencoders`, the mask generators in :mod:`.masker`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from __future__ import annotations
 from ..registry import UnknownNameError
 from .autoencoders import ConvAutoencoder, REDNet
 from .classifiers import CIFAR_MEAN, CIFAR_STD, VGG, BasicBlock, DigitsCNN, ImageClassifier, LeNet5, Normalize, ResNet
+from .masker import AttentionUNetMasker, apply_masker
 from .registry import MODELS, ModelRegistry, create_model, list_models, register
 
 __all__ = [
     "MODELS", "ModelRegistry", "create_model", "list_models", "register", "Normalize", "ImageClassifier",
     "LeNet5", "DigitsCNN", "VGG", "ResNet", "BasicBlock", "CIFAR_MEAN", "CIFAR_STD", "UnknownNameError",
-    "REDNet", "ConvAutoencoder",
+    "REDNet", "ConvAutoencoder", "AttentionUNetMasker", "apply_masker",
 ]

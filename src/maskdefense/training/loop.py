@@ -27,7 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,7 @@ from .tasks.base import describe
 from .transforms import Transform, augment
 
 __all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
-           "train_autoencoder_on_dataset", "training_key"]
+           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "training_key", "sfm_training_key"]
 
 STATE_FORMAT = "maskdefense-train-state-v2"
 #: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
@@ -314,17 +314,19 @@ class Trainer:
 
 
 def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,
-                 transform: Transform | None = None, limit: int | None = None,
-                 init: str | None = None, loss: str | None = None) -> dict[str, Any]:
+                 transform: Transform | nn.Module | None = None, limit: int | None = None,
+                 init: str | None = None, loss: str | None = None,
+                 task: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that defines a model trained by :func:`train_on_dataset` (recorded in its checkpoint as
     ``training_key``): two runs with equal keys train the same model. ``init``: the weights hash of the
     checkpoint training started from (fine-tuning), absent when trained from scratch. ``loss``: the
     reconstruction loss of an autoencoder (:func:`train_autoencoder_on_dataset`; its ``transform`` is the
-    corruption), absent for a classifier."""
+    corruption), absent for a classifier. ``task``: what else a task trains and how (a masker trained with
+    the classifier: :func:`train_sfm_on_dataset`; ``transform`` is then its preprocessing), absent otherwise."""
     cfg = config.key()
     key = {"dataset": dataset, "model": model_name, "model_kwargs": dict(model_kwargs or {}), "train": cfg,
            "transform": describe(transform), "limit": limit, **({"init": init} if init is not None else {}),
-           **({"reconstruction_loss": loss} if loss is not None else {})}
+           **({"reconstruction_loss": loss} if loss is not None else {}), **({"task": task} if task else {})}
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -431,3 +433,75 @@ def train_autoencoder_on_dataset(
         meta.update(test_mse=err["mse"], test_input_mse=err["input_mse"], n_test=len(test))
         save_checkpoint(model, path, meta, run=trainer.run_info())
         return model, read_sidecar(path)
+
+
+def sfm_training_key(dataset: str, classifier_name: str, classifier_kwargs: dict[str, Any] | None,
+                     config: TrainConfig, *, masker_name: str, masker_kwargs: dict[str, Any] | None,
+                     weights: Sequence[float], preprocess: nn.Module | None, classifier_input: str,
+                     limit: int | None = None, init: str | None = None) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_sfm_on_dataset` run."""
+    return training_key(dataset, classifier_name, classifier_kwargs, config, preprocess, limit, init,
+                        task={"masker": masker_name, "masker_kwargs": dict(masker_kwargs or {}),
+                              "weights": [float(w) for w in weights], "classifier_input": classifier_input})
+
+
+def train_sfm_on_dataset(
+    dataset: str,
+    classifier_name: str,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    weights: Sequence[float],
+    classifier_kwargs: dict[str, Any] | None = None,
+    masker_name: str = "attention_unet",
+    masker_kwargs: dict[str, Any] | None = None,
+    preprocess: nn.Module | None = None,
+    classifier_input: str = "preprocessed",
+    init_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    limit: int | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """Train the masker ``masker_name`` with the classifier ``classifier_name`` on ``dataset`` in alternation
+    (:class:`~maskdefense.training.tasks.SparseMaskTask`: loss ``weights`` ``(w1, w2, w3)``, the preprocessing
+    ``preprocess``, ``classifier_input``), validating on the fixed val split; the classifier starts from the
+    single-network checkpoint ``init_from`` when given (pre-training of the target model; its weights hash
+    joins the training key). Then measure the test-time pipeline on the test split (``test_accuracy``,
+    ``test_mask_mean``, ``test_kept``) and write both networks, the components ``"classifier"`` and
+    ``"masker"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns ``(networks, metadata)``."""
+    from ..checkpoint import load_into
+    from ..data import load_dataset
+    from ..models import create_model
+    from .tasks import SparseMaskTask
+
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root, limit=limit)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        torch.manual_seed(config.seed)
+        classifier = create_model(classifier_name, **{"in_channels": c, "input_size": h,
+                                                      "num_classes": len(train.classes), **(classifier_kwargs or {})})
+        masker = create_model(masker_name, **{"in_channels": c, "input_size": h, **(masker_kwargs or {})})
+        init = None
+        if init_from is not None:
+            init = components_of(load_into(classifier, init_from))["model"]["weights_sha256"]
+        task = SparseMaskTask(classifier, masker, weights=weights, preprocess=preprocess,
+                              classifier_input=classifier_input)
+        key = sfm_training_key(dataset, classifier_name, classifier_kwargs, config, masker_name=masker_name,
+                               masker_kwargs=masker_kwargs, weights=weights, preprocess=preprocess,
+                               classifier_input=classifier_input, limit=limit, init=init)
+        trainer = Trainer(task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        res = task.validate(test.tensors(), torch.Generator().manual_seed(config.seed))
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update({f"test_{k}": v for k, v in res.items()}, n_test=len(test))
+        save_components(task.networks, path, meta, run=trainer.run_info())
+        return task.networks, read_sidecar(path)

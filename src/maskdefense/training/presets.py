@@ -104,10 +104,58 @@ class AutoencoderPreset(_Trains):
         raise ValueError(f"preset {self.name}: unknown corruption {self.corrupt!r}")
 
 
+@dataclass(frozen=True)
+class SFMPreset(_Trains):
+    """A mask generator trained in alternation with its classifier (SFM-Defense's Algorithm 1:
+    :class:`~maskdefense.training.tasks.SparseMaskTask`, launched by
+    :func:`~maskdefense.training.loop.train_sfm_on_dataset`). ``classifier`` (with ``classifier_kwargs``)
+    starts from the model of preset ``init`` (the target model's pre-training; ``None``: from scratch);
+    ``masker`` (with ``masker_kwargs``) is the mask generator; ``weights`` are ``(w1, w2, w3)`` of the loss;
+    ``preprocess`` names the preprocessing ``T`` as ``{"name": <squeezer>, **options}`` (``None``: the
+    identity); ``classifier_input`` is ``"preprocessed"`` (Algorithm 1) or ``"pipeline"``."""
+
+    name: str
+    dataset: str
+    classifier: str
+    weights: tuple[float, float, float]
+    classifier_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    masker: str = "attention_unet"
+    masker_kwargs: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] | None = None
+    classifier_input: str = "preprocessed"
+    epochs: int = 50
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    schedule: str = "none"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup: float = 0.25
+    label_smoothing: float = 0.0
+    weight_decay_norm: bool = True
+    crop_padding: int = 0
+    hflip: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    n_eval: int = 1000
+    differs: tuple[str, ...] = ()
+    description: str = ""
+
+    def preprocessor(self) -> Any:
+        """The preprocessing ``T`` (:func:`maskdefense.ops.squeeze.create_squeezer`), or ``None``."""
+        if self.preprocess is None:
+            return None
+        from ..ops.squeeze import create_squeezer
+
+        options = dict(self.preprocess)
+        return create_squeezer(options.pop("name"), **options)
+
+
 PRESETS: Registry[Any] = Registry("preset", plugins=PAPERS)
 
 
-def add_preset(p: Preset | AutoencoderPreset) -> Any:
+def add_preset(p: Preset | AutoencoderPreset | SFMPreset) -> Any:
     """Register a preset (each paper's module in :mod:`maskdefense.papers` adds its own)."""
     PRESETS.add(p.name, lambda **kw: type(p)(**{**asdict(p), **kw}), p.description)
     return p
