@@ -7,6 +7,8 @@ from maskdefense.validation import InputError
 SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8), "conv_ae": (1, 28)}
 #: Image-to-image networks (reformers, denoisers, inpainters): images in, images of the same shape out.
 IMAGE_TO_IMAGE = {"rednet", "conv_ae"}
+#: Part segmenters: images in, per-pixel logits of the background and every part out.
+SEGMENTERS = {"part_unet"}
 
 
 def _shape(name):
@@ -23,6 +25,8 @@ def test_every_model_maps_images_to_logits_or_images(name):
     out = m(x)
     if name in IMAGE_TO_IMAGE:
         assert out.shape == x.shape and float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
+    elif name in SEGMENTERS:
+        assert out.shape == (3, 1 + m.num_parts, s, s)
     else:
         assert out.shape == (3, 10)
     assert torch.isfinite(out).all()
