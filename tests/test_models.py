@@ -9,6 +9,8 @@ SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8), "conv_ae": (1, 28)}
 IMAGE_TO_IMAGE = {"rednet", "conv_ae"}
 #: Mask generators: images in, one-channel masks in [0, 1] of the same size out.
 MASKERS = {"attention_unet"}
+#: Part segmenters: images in, per-pixel logits of the background and every part out.
+SEGMENTERS = {"part_unet"}
 
 
 def _shape(name):
@@ -26,6 +28,8 @@ def test_every_model_maps_images_to_logits_or_images(name):
     if name in IMAGE_TO_IMAGE or name in MASKERS:
         assert out.shape == (3, 1 if name in MASKERS else c, s, s)
         assert float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
+    elif name in SEGMENTERS:
+        assert out.shape == (3, 1 + m.num_parts, s, s)
     else:
         assert out.shape == (3, 10)
     assert torch.isfinite(out).all()
