@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from ..ops.masking import grid_shape
     from ..rundir import check_output_dir
     from ..training.loop import train_on_dataset
-    from ..training.presets import DEFAULT_MODEL, AutoencoderPreset, Preset, SFMPreset, create_preset
+    from ..training.presets import DEFAULT_MODEL, AutoencoderPreset, PartPreset, Preset, SFMPreset, create_preset
     from ._common import UserError
 
     preset = create_preset(args.preset) if args.preset else None
@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return _train_autoencoder(args, preset)
     if isinstance(preset, SFMPreset):
         return _train_sfm(args, preset)
+    if isinstance(preset, PartPreset):
+        return _train_parts(args, preset)
     dataset = args.dataset or (preset.dataset if preset else "digits")
     if preset and args.dataset and args.dataset != preset.dataset:
         raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
@@ -133,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out)
     if args.results:
         check_output_dir(args.results)
-    echo(f"training {model} on {dataset} -> {out}" + (f" with grid masking cell={cell} rate={rate}" if cell else ""))
+    echo(f"training {model} on {dataset} -> {out}" + (f" with grid masking cell={cell} rate={rate}" if cell else "")
+         + (f" adversarially ({base.adversarial})" if base.adversarial else ""))
     _, meta = train_on_dataset(
         dataset, model, config, out_dir=out, model_kwargs=model_kwargs, transform=transform,
         data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
-        init_from=init_from,
+        init_from=init_from, adversarial=base.adversarial,
         # the preset's record (its test-time masking is predict's default) when its masking was kept as it is
         meta={"preset": preset.to_dict()} if preset and args.mask_cell is None and args.mask_rate is None
         and not args.no_mask else None,
@@ -235,6 +238,34 @@ def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
         progress=progress_enabled(args), meta={"preset": preset.to_dict()})
     echo(f"test reconstruction error (MSE) {meta['test_mse']:.5f} (corrupted input: {meta['test_input_mse']:.5f}) "
          f"on {meta['n_test']} images; checkpoint {out}/model.safetensors")
+    return 0
+
+
+def _train_parts(args: argparse.Namespace, preset: Any) -> int:
+    """``train --preset`` of a part extractor or a classifier on part-annotated data."""
+    from ..rundir import check_output_dir
+    from ..training.loop import train_on_part_data
+    from ._common import UserError
+
+    if args.dataset:
+        raise UserError(f"preset {preset.name} trains on its own data ({preset.data['source']}): drop --dataset")
+    _refuse(args, preset, "on part-annotated data", {
+        "--model": args.model, "--width": args.width, "--init-from": args.init_from, "--mask-cell": args.mask_cell,
+        "--mask-rate": args.mask_rate, "--limit": args.limit, "--results": args.results, "--no-mask": args.no_mask,
+        "--from-scratch": args.from_scratch})
+    config = _train_config(args, preset)
+    out = args.out or default_out(preset.name)
+    check_output_dir(out)
+    echo(f"training {preset.model} ({preset.name}: {preset.task} on {preset.data['source']}) -> {out}")
+    _, meta = train_on_part_data(
+        preset.task, preset.data, preset.model, config, out_dir=out, model_kwargs=preset.model_kwargs,
+        area_threshold=preset.area_threshold, data_root=args.data_root, resume=not args.no_resume,
+        progress=progress_enabled(args), meta={"preset": preset.to_dict()})
+    if preset.task == "segment":
+        echo(f"test pixel accuracy {meta['test_pixel_accuracy']:.4f}, mean IoU {meta['test_mean_iou']:.4f}, part-set "
+             f"accuracy {meta['test_part_set_accuracy']:.4f} on {meta['n_test']} images; checkpoint {out}/model.safetensors")
+    else:
+        echo(f"test accuracy {meta['test_accuracy']:.4f} on {meta['n_test']} images; checkpoint {out}/model.safetensors")
     return 0
 
 

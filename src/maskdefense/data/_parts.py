@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -29,8 +29,8 @@ from torch import Tensor
 from ..seeding import derive_seed, seeded
 from ._types import PartData
 
-__all__ = ["SHAPES", "SYNTHETIC_SPLIT_SIZES", "PartScenes", "attribute_matrix", "part_overlap",
-           "sample_part_scenes", "render_part_scenes", "synthetic_parts"]
+__all__ = ["SHAPES", "SYNTHETIC_SPLIT_SIZES", "PART_SOURCES", "PartScenes", "attribute_matrix", "part_overlap",
+           "sample_part_scenes", "render_part_scenes", "synthetic_parts", "part_dataset"]
 
 #: The primitive shapes, in the order of their index (a part's shape is its vocabulary index mod 8).
 SHAPES = ("disk", "square", "triangle", "ring", "bar", "cross", "diamond", "half_disk")
@@ -185,3 +185,39 @@ def synthetic_parts(class_parts: Mapping[str, Iterable[str]], split: str = "trai
                                 generator=seeded(derive_seed(seed, "synthetic-parts", split)))
     images, part_map = render_part_scenes(scenes)
     return PartData(images, scenes.labels, part_map, names, classes, "synthetic_parts", split)
+
+
+#: The part-annotated sources :func:`part_dataset` reads, and the keys each one's description may have.
+PART_SOURCES: dict[str, frozenset[str]] = {
+    "synthetic_parts": frozenset({"source", "class_parts", "part_names", "size", "n", "seed", "keep"}),
+    "pascal_part": frozenset({"source", "classes", "size", "split_seed", "class_parts"}),
+}
+
+
+def part_dataset(spec: Mapping[str, Any], split: str, *, root: Any = None) -> PartData:
+    """A split of the part-annotated data described by ``spec`` (plain JSON-able data, recorded with the
+    networks trained on it):
+
+    * ``{"source": "synthetic_parts", "class_parts": {class: [parts]}, "part_names": [...], "size": 32,
+      "n": {"train": 8000, ...}, "seed": 0, "keep": 0.8}``: :func:`synthetic_parts` (every key but
+      ``class_parts`` optional; ``n`` per split, missing splits at their default size);
+    * ``{"source": "pascal_part", "classes": [...], "size": 64, "split_seed": 0}``:
+      :func:`~maskdefense.data.load_pascal_part` from ``root``. Its optional ``class_parts`` (which parts each
+      class has) is not read here: it travels with the data description to the networks' records.
+    """
+    from ._pascal_part import load_pascal_part
+
+    source = spec.get("source")
+    if source not in PART_SOURCES:
+        raise ValueError(f"unknown part data source {source!r}; known: {', '.join(PART_SOURCES)}")
+    unknown = sorted(set(spec) - PART_SOURCES[source])
+    if unknown:
+        raise ValueError(f"part data source {source}: unknown keys {unknown}; known: {sorted(PART_SOURCES[source])}")
+    if source == "pascal_part":
+        return load_pascal_part(split, root=root, size=int(spec.get("size", 64)), classes=spec.get("classes"),
+                                split_seed=int(spec.get("split_seed", 0)))
+    if "class_parts" not in spec:
+        raise ValueError("part data source synthetic_parts needs class_parts (class -> its part names)")
+    n = spec.get("n") or {}
+    return synthetic_parts(spec["class_parts"], split, part_names=spec.get("part_names"), size=int(spec.get("size", 32)),
+                           n=n.get(split), seed=int(spec.get("seed", 0)), keep=float(spec.get("keep", 0.8)))

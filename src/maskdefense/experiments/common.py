@@ -10,9 +10,10 @@ from typing import Any, Callable, Iterable
 from torch import nn
 
 from ..checkpoint import CheckpointError, load_components, load_model, read_metadata
-from ..training.presets import AutoencoderPreset, Preset, SFMPreset, create_preset
+from ..training.presets import AutoencoderPreset, PartPreset, Preset, SFMPreset, create_preset
 from ..training.loop import (
-    sfm_training_key, train_autoencoder_on_dataset, train_on_dataset, train_sfm_on_dataset, training_key,
+    adversarial_training_key, part_training_key, sfm_training_key, train_autoencoder_on_dataset, train_on_dataset,
+    train_on_part_data, train_sfm_on_dataset, training_key,
 )
 
 
@@ -34,7 +35,9 @@ def ensure_model(
     never reuses or overwrites another one. A preset that fine-tunes (``init``) gets its starting model the
     same way first. ``monitor_test``: record test accuracy after every epoch when training (see
     :func:`~maskdefense.training.loop.train_on_dataset`). An :class:`AutoencoderPreset` gives its trained
-    image-to-image network (:func:`~maskdefense.training.loop.train_autoencoder_on_dataset`)."""
+    image-to-image network (:func:`~maskdefense.training.loop.train_autoencoder_on_dataset`), a
+    :class:`PartPreset` its part extractor or classifier (:func:`~maskdefense.training.loop.train_on_part_data`),
+    a :class:`Preset` with ``adversarial`` its adversarially trained classifier."""
     p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
     if isinstance(p, SFMPreset):
         raise TypeError(f"preset {p.name} trains a masker with its classifier: get them with ensure_sfm()")
@@ -47,16 +50,28 @@ def ensure_model(
                                          model_kwargs=p.model_kwargs, data_root=data_root, log=log, progress=progress,
                                          meta={"preset": p.to_dict()})
         return load_model(path)
+    if isinstance(p, PartPreset):
+        config = p.train_config(seed=seed)
+        key = part_training_key(p.task, p.data, p.model, p.model_kwargs, config, p.area_threshold)
+        path = _run_path(p.name, key, runs_dir, seed)
+        done = "test_part_set_accuracy" if p.task == "segment" else "test_accuracy"
+        if not (path.exists() and done in read_metadata(path)):
+            train_on_part_data(p.task, p.data, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
+                               area_threshold=p.area_threshold, data_root=data_root, log=log, progress=progress,
+                               meta={"preset": p.to_dict()})
+        return load_model(path)
     config, transform = p.train_config(seed=seed), p.transform()
     init_from, init = _ensure_init(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress,
                                    monitor_test=monitor_test)
-    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init)
+    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init) if p.adversarial is None \
+        else adversarial_training_key(p.dataset, p.model, p.model_kwargs, config, p.adversarial, transform, init=init)
     path = _run_path(p.name, key, runs_dir, seed)
     if path.exists() and "test_accuracy" in read_metadata(path):
         return load_model(path)
     train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
                      transform=transform, data_root=data_root, log=log, progress=progress,
-                     meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test)
+                     meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test,
+                     adversarial=p.adversarial)
     return load_model(path)  # with the checkpoint's sha256 in its metadata
 
 

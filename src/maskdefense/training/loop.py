@@ -27,7 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,15 +38,16 @@ from ..checkpoint import (
 )
 from ..provenance import run_metadata
 from ..rundir import exclusive
-from ..validation import check_images, check_labels
+from ..validation import check_images
 from .config import EpochStats, TrainConfig
 from .predict import accuracy, predict_labels
-from .tasks import ClassificationTask, Task
+from .tasks import AdversarialTask, ClassificationTask, SegmentationTask, Task
 from .tasks.base import describe
-from .transforms import Transform, augment
+from .transforms import Transform
 
 __all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
-           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "training_key", "sfm_training_key"]
+           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "train_on_part_data", "training_key",
+           "sfm_training_key", "adversarial_training_key", "part_training_key", "PART_TASKS"]
 
 STATE_FORMAT = "maskdefense-train-state-v2"
 #: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
@@ -55,7 +56,8 @@ _LABELS = {"accuracy": "acc"}
 
 
 class Trainer:
-    """Runs a task on in-memory data ``(images, labels)``: see the module docstring."""
+    """Runs a task on in-memory data ``(images, targets)`` (class labels, or what the task trains on:
+    :meth:`~maskdefense.training.tasks.Task.check_targets`): see the module docstring."""
 
     def __init__(
         self,
@@ -88,16 +90,16 @@ class Trainer:
         self.config = config or TrainConfig()
         x, y = train
         check_images(x, name="training images")
-        self.train_x, self.train_y = x, check_labels(y, len(x), name="training labels")
+        self.train_x, self.train_y = x, task.check_targets(y, len(x), name="training labels")
         if len(x) == 0:
             raise ValueError("no training images")
         if val is not None:
             check_images(val[0], name="validation images")
-            val = (val[0], check_labels(val[1], len(val[0]), name="validation labels"))
+            val = (val[0], task.check_targets(val[1], len(val[0]), name="validation labels"))
         self.val = val
         if monitor is not None:
             check_images(monitor[0], name="monitoring images")
-            monitor = (monitor[0], check_labels(monitor[1], len(monitor[0]), name="monitoring labels"))
+            monitor = (monitor[0], task.check_targets(monitor[1], len(monitor[0]), name="monitoring labels"))
         self.monitor = monitor
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.meta = dict(meta or {})
@@ -253,7 +255,7 @@ class Trainer:
                 idx = order[i : i + c.batch_size]
                 xb, yb = self.train_x[idx], self.train_y[idx]
                 if aug:
-                    xb = augment(xb, self.generator, c.crop_padding, c.hflip)
+                    xb, yb = task.augment(xb, yb, self.generator, c.crop_padding, c.hflip)
                 metrics = task.step(phase, xb, yb, self.generator)
                 # running totals stay tensors: no host sync per batch
                 b = len(idx)
@@ -313,7 +315,8 @@ class Trainer:
         return self.history
 
 
-def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,
+def training_key(dataset: str | Mapping[str, Any], model_name: str, model_kwargs: dict[str, Any] | None,
+                 config: TrainConfig,
                  transform: Transform | nn.Module | None = None, limit: int | None = None,
                  init: str | None = None, loss: str | None = None,
                  task: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -322,12 +325,24 @@ def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | N
     checkpoint training started from (fine-tuning), absent when trained from scratch. ``loss``: the
     reconstruction loss of an autoencoder (:func:`train_autoencoder_on_dataset`; its ``transform`` is the
     corruption), absent for a classifier. ``task``: what else a task trains and how (a masker trained with
-    the classifier: :func:`train_sfm_on_dataset`; ``transform`` is then its preprocessing), absent otherwise."""
+    the classifier: :func:`train_sfm_on_dataset`; ``transform`` is then its preprocessing; the inner attack of
+    adversarial training; the kind of a network trained on part data), absent otherwise. ``dataset``: a
+    registered dataset's name, or the description of generated or part-annotated data."""
     cfg = config.key()
     key = {"dataset": dataset, "model": model_name, "model_kwargs": dict(model_kwargs or {}), "train": cfg,
            "transform": describe(transform), "limit": limit, **({"init": init} if init is not None else {}),
            **({"reconstruction_loss": loss} if loss is not None else {}), **({"task": task} if task else {})}
     return json.loads(json.dumps(key, sort_keys=True, default=str))
+
+
+def adversarial_training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None,
+                             config: TrainConfig, adversarial: Mapping[str, Any], transform: Transform | None = None,
+                             limit: int | None = None, init: str | None = None) -> dict[str, Any]:
+    """The :func:`training_key` of a model adversarially trained by :func:`train_on_dataset`: its inner attack
+    (:meth:`~maskdefense.training.tasks.AdversarialTask.attack_settings` of ``adversarial``) is the task."""
+    attack = AdversarialTask.attack_settings(**adversarial)
+    return training_key(dataset, model_name, model_kwargs, config, transform, limit, init,
+                        task={"adversarial": attack})
 
 
 def train_on_dataset(
@@ -346,14 +361,17 @@ def train_on_dataset(
     meta: dict[str, Any] | None = None,
     init_from: str | Path | None = None,
     monitor_test: bool = False,
+    adversarial: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
     folder's lock throughout. ``meta`` is added to the checkpoint's record (e.g. ``{"preset": ...}``, whose
     test setting ``predict`` uses). ``init_from``: a checkpoint of the same architecture to start from
     (fine-tuning; its weights hash joins the training key). ``monitor_test``: also measure test accuracy
-    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). Returns
-    ``(model, metadata)``: the record with the run's metadata."""
+    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). ``adversarial``:
+    train adversarially, the keyword arguments of :class:`~maskdefense.training.tasks.AdversarialTask`
+    (``{"eps": 8 / 255, "mode": "fast"}``; its attack joins the training key). Returns ``(model, metadata)``:
+    the record with the run's metadata."""
     from ..checkpoint import load_into
     from ..data import load_dataset
     from ..models import create_model
@@ -369,10 +387,13 @@ def train_on_dataset(
         init = None
         if init_from is not None:
             init = components_of(load_into(model, init_from))["model"]["weights_sha256"]
+        task = AdversarialTask(model, transform=transform, **adversarial) if adversarial is not None \
+            else ClassificationTask(model, transform=transform)
+        key = training_key(dataset, model_name, model_kwargs, config, transform, limit, init) if adversarial is None \
+            else adversarial_training_key(dataset, model_name, model_kwargs, config, adversarial, transform, limit, init)
         trainer = Trainer(
-            model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir, lock=False,
-            meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
-                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init)},
+            task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False,
+            meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val), "training_key": key},
             progress=progress, log=log, monitor=test.tensors() if monitor_test else None,
         )
         trainer.fit(resume=resume)
@@ -505,3 +526,77 @@ def train_sfm_on_dataset(
         meta.update({f"test_{k}": v for k, v in res.items()}, n_test=len(test))
         save_components(task.networks, path, meta, run=trainer.run_info())
         return task.networks, read_sidecar(path)
+
+
+#: What :func:`train_on_part_data` trains: a part extractor (per-pixel part labels) or an image classifier.
+PART_TASKS = ("segment", "classify")
+
+
+def part_training_key(task: str, data: Mapping[str, Any], model_name: str, model_kwargs: dict[str, Any] | None,
+                      config: TrainConfig, area_threshold: float = 0.01) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_on_part_data` run (``area_threshold`` only for ``"segment"``:
+    its part-set metric, recorded with the extractor)."""
+    if task not in PART_TASKS:
+        raise ValueError(f"task must be one of {PART_TASKS}, got {task!r}")
+    kind = {"kind": task, **({"area_threshold": float(area_threshold)} if task == "segment" else {})}
+    return training_key(dict(data), model_name, model_kwargs, config, task=kind)
+
+
+def train_on_part_data(
+    task: str,
+    data: Mapping[str, Any],
+    model_name: str,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    model_kwargs: dict[str, Any] | None = None,
+    area_threshold: float = 0.01,
+    data_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train on the part-annotated data ``data`` (a description for :func:`maskdefense.data.part_dataset`),
+    validating on its val split, and write the checkpoint to ``out_dir/model.safetensors``, holding the folder's
+    lock. ``task="segment"``: the part extractor ``model_name`` (built with ``num_parts``) learns the part maps
+    (:class:`~maskdefense.training.tasks.SegmentationTask`); test metrics ``test_pixel_accuracy``,
+    ``test_mean_iou``, ``test_part_set_accuracy``. ``task="classify"``: the classifier ``model_name`` (built with
+    ``num_classes``) learns the class labels; ``test_accuracy``. The record holds the data description
+    (``part_data``), the part vocabulary (``part_names``), the classes and, when the description has them, which
+    parts each class has (``class_parts``): what a part-based defense needs besides the weights."""
+    from ..data import part_dataset
+    from ..models import create_model
+    from .tasks.segment import segmentation_metrics
+
+    key = part_training_key(task, data, model_name, model_kwargs, config, area_threshold)
+    with exclusive(out_dir, "train"):
+        train, val, test = (part_dataset(data, s, root=data_root) for s in ("train", "val", "test"))
+        _, c, h, _ = train.images.shape
+        size = {"num_parts": len(train.part_names)} if task == "segment" else {"num_classes": len(train.classes)}
+        torch.manual_seed(config.seed)
+        model = create_model(model_name, **{"in_channels": c, "input_size": h, **size, **(model_kwargs or {})})
+        targets = (lambda d: (d.images, d.part_map)) if task == "segment" else (lambda d: (d.images, d.labels))
+        work: Task = SegmentationTask(model, area_threshold=area_threshold) if task == "segment" \
+            else ClassificationTask(model)
+        record = {"part_data": json.loads(json.dumps(dict(data))), "part_names": list(train.part_names),
+                  "classes": list(train.classes),
+                  **({"class_parts": {k: list(v) for k, v in data["class_parts"].items()}}
+                     if "class_parts" in data else {})}
+        trainer = Trainer(work, targets(train), targets(val), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), **record, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        model.eval()
+        if task == "segment":
+            res = {f"test_{k}": v for k, v in segmentation_metrics(
+                model, test.images, test.part_map, area_threshold=area_threshold,
+                batch_size=config.eval_batch_size).items()}
+        else:
+            res = {"test_accuracy": accuracy(model, test.images, test.labels, batch_size=config.eval_batch_size)}
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update(res, n_test=len(test))
+        save_checkpoint(model, path, meta, run=trainer.run_info())
+        return model, read_sidecar(path)

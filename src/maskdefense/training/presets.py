@@ -54,6 +54,7 @@ class Preset(_Trains):
     test_rate: float = 0.75
     votes: int = 5
     n_eval: int = 1000
+    adversarial: dict[str, Any] | None = None  # AdversarialTask's arguments ({"eps": 8/255, "mode": "fast"}); None: plain
     differs: tuple[str, ...] = ()
     description: str = ""
 
@@ -152,10 +153,46 @@ class SFMPreset(_Trains):
         return create_squeezer(options.pop("name"), **options)
 
 
+@dataclass(frozen=True)
+class PartPreset(_Trains):
+    """A network trained on part-annotated images (:func:`maskdefense.data.part_dataset` of ``data``, launched
+    by :func:`~maskdefense.training.loop.train_on_part_data`): ``task="segment"`` a part extractor (per-pixel
+    cross-entropy over the background and the parts; ``area_threshold`` is the part-set rule of its metrics),
+    ``task="classify"`` a classifier of the images. ``hflip`` and ``crop_padding`` move a part map with its
+    image."""
+
+    name: str
+    task: str
+    data: dict[str, Any]
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    area_threshold: float = 0.01
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "none"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup: float = 0.25
+    label_smoothing: float = 0.0
+    weight_decay_norm: bool = True
+    crop_padding: int = 0
+    hflip: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    differs: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in ("segment", "classify"):
+            raise ValueError(f"preset {self.name}: task must be 'segment' or 'classify', got {self.task!r}")
+
+
 PRESETS: Registry[Any] = Registry("preset", plugins=PAPERS)
 
 
-def add_preset(p: Preset | AutoencoderPreset | SFMPreset) -> Any:
+def add_preset(p: Preset | AutoencoderPreset | SFMPreset | PartPreset) -> Any:
     """Register a preset (each paper's module in :mod:`maskdefense.papers` adds its own)."""
     PRESETS.add(p.name, lambda **kw: type(p)(**{**asdict(p), **kw}), p.description)
     return p

@@ -1,6 +1,6 @@
 """Training tasks (see :mod:`.base` for the protocol): classification, adversarial training, reconstruction
-(denoising / inpainting autoencoders), networks in alternation (a sparse feature masker and its classifier:
-:mod:`.sfm`), and a network trained through a frozen one."""
+(denoising / inpainting autoencoders), part segmentation (a part extractor), networks in alternation (a sparse
+feature masker and its classifier: :mod:`.sfm`), and a network trained through a frozen one."""
 
 from .adversarial import AdversarialTask, pgd_linf
 from .alternating import AlternatingTask
@@ -8,8 +8,9 @@ from .base import Hook, Task, describe, make_optimizer
 from .classify import ClassificationTask
 from .frozen import DenoiserTask
 from .reconstruct import ReconstructionTask
+from .segment import SegmentationTask, segmentation_metrics
 from .sfm import SparseMaskTask, sparse_mask_loss
 
 __all__ = ["Task", "Hook", "describe", "make_optimizer", "ClassificationTask", "AdversarialTask", "pgd_linf",
-           "ReconstructionTask", "AlternatingTask", "DenoiserTask",
+           "ReconstructionTask", "SegmentationTask", "segmentation_metrics", "AlternatingTask", "DenoiserTask",
            "SparseMaskTask", "sparse_mask_loss"]
