@@ -91,6 +91,35 @@ def _sfm(base: nn.Module, *, masker: str, method: str | None = None, n_grad: int
     return SFMDefense(base, net, create_squeezers(method, **params) if method is not None else None, n_grad=n_grad)
 
 
+def _unmask(base: nn.Module, *, extractor: str, classes: Any, mode: str = "detect", threshold: float = 0.7,
+            rule: str = "max", area_threshold: float | None = None, temperature: float | None = None) -> Defense:
+    """UNMASK around ``base`` (``M``) with the part extractor ``K`` of the checkpoint ``extractor``, a network
+    trained on part-annotated data (:func:`maskdefense.training.loop.train_on_part_data`): its record names the
+    part vocabulary (``part_names``) and which parts each class has (``class_parts``), so the class-attribute
+    matrix is built from ``classes``, the classifier's classes in its label order joined by ``+``
+    (``classes=car+person+train``). ``area_threshold`` defaults to the one the extractor was validated with."""
+    from ..checkpoint import load_model
+    from ..data import attribute_matrix
+    from .unmask import UNMASK
+
+    if not isinstance(extractor, str) or not extractor:
+        raise SpecError(f"extractor must be the path of a checkpoint, got {extractor!r}")
+    net, meta = load_model(extractor)
+    names, class_parts = meta.get("part_names"), meta.get("class_parts")
+    if not names or not class_parts:
+        raise SpecError(f"{extractor} does not record its part vocabulary and the parts of each class (part_names, "
+                        "class_parts): train the extractor on part data whose description has class_parts")
+    wanted = [str(c) for c in str(classes).split("+")]
+    unknown = [c for c in wanted if c not in class_parts]
+    if unknown:
+        raise SpecError(f"unmask: classes {unknown} have no part set in {extractor}; known: {', '.join(class_parts)}")
+    if area_threshold is None:
+        area_threshold = float((meta.get("training_key") or {}).get("task", {}).get("area_threshold", 0.01))
+    extra = {"temperature": temperature} if temperature is not None else {}
+    return UNMASK(base, net.eval(), attribute_matrix(wanted, names, class_parts), mode=mode, threshold=threshold,
+                  rule=rule, area_threshold=area_threshold, classes=wanted, parts=names, **extra)
+
+
 DEFENSES.add("none", _none, "the undefended model")
 DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
              "(remix:inpainter=CKPT,n=3[,k=1,reformer=CKPT,n_grad=8,votes=1])")
@@ -104,6 +133,10 @@ DEFENSES.add("tvm", _tvm, "random pixel dropout + total-variation reconstruction
 DEFENSES.add("sfm", _sfm, "SFM-Defense: a trained sparse feature masker, then squeezers (as squeeze:), then its "
              "classifier (sfm:masker=CKPT[,method=median,size=2,n_grad=8]; CKPT the masker's training run, the "
              "model its component 'classifier')")
+DEFENSES.add("unmask", _unmask, "UNMASK: a part extractor's part set against the parts of the classifier's label, "
+             "Jaccard distance d; detect rejects at d >= threshold, defend re-classifies by the parts "
+             "(unmask:extractor=CKPT,classes=car+person+train[,mode=detect|defend,threshold=0.7,rule=max|min,"
+             "area_threshold=..,temperature=..]; CKPT trained on part data, classes in the model's label order)")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 
