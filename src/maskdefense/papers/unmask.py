@@ -20,7 +20,12 @@ DenseNet-121). Table 7's L2 columns are headed "eps = 8" and "eps = 16"; the cod
 300 and 600 for L2: the columns are keyed by the code's budgets.
 
 Here the part extractor is a U-Net on the generated stand-in (:func:`class_set_data`), not a Mask R-CNN on
-PASCAL-Part; nothing of this module has been run as an experiment yet.
+PASCAL-Part. Presets (each CPU one lists how it differs): the part extractor ``unmask-extractor-cpu`` (every class of
+:data:`CLASS_PARTS`, the 44 parts) and, per class set, the classifiers ``unmask-<set>-resnet18-cpu`` (Table 7's
+baseline at CPU size) and ``unmask-<set>-resnet18-denoise4-cpu`` (four denoising blocks: Table 7's "Ours");
+Table 6's CIFAR-10 models ``unmask-cifar10-resnet18-denoise1-cpu`` (plain twin: ``resnet18-cifar10-cpu``) and their
+adversarially trained versions; ``-full`` presets with the thesis' networks and settings for GPU users. The
+experiments are :mod:`maskdefense.experiments.unmask`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 from torch import Tensor
 
 from ..data import PASCAL_PART_PARTS, PartData, attribute_matrix, part_overlap, synthetic_parts
+from ..training.presets import CPU_RECIPE, CPU_RECIPE_DIFFERS, PartPreset, Preset, add_preset
 
 _THESIS = "Xiong 2021, master thesis (Leiden), UNMASK with feature denoising"
 
@@ -133,3 +139,118 @@ def class_set_data(name: str, split: str = "train", **kwargs: Any) -> PartData:
     """The generated stand-in (:func:`maskdefense.data.synthetic_parts`) of class set ``name``, over the 44-part
     vocabulary (a part looks the same in every class set); ``kwargs`` go to the generator."""
     return synthetic_parts(class_set_parts(name), split, part_names=PASCAL_PART_PARTS, **kwargs)
+
+
+# ---- presets ----------------------------------------------------------------------------------------------------
+
+#: Images per split of the generated data on this CPU: the part extractor's (every class) and each class set's.
+EXTRACTOR_SPLITS = {"train": 10000, "val": 1000, "test": 1000}
+CLASSIFIER_SPLITS = {"train": 4000, "val": 500, "test": 1000}
+#: Seed of the extractor's generated data: other images than the class sets' (seed 0), as PASCAL-Part's are
+#: other images than the classifier's in the thesis (Table 2).
+EXTRACTOR_SEED = 1
+
+
+def part_data(class_parts: dict[str, tuple[str, ...]], *, n: dict[str, int] | None = None, size: int = 32,
+              seed: int = 0) -> dict[str, Any]:
+    """The description (:func:`maskdefense.data.part_dataset`) of the generated stand-in of ``class_parts``
+    over the 44-part vocabulary."""
+    return {"source": "synthetic_parts", "class_parts": {c: list(p) for c, p in class_parts.items()},
+            "part_names": list(PASCAL_PART_PARTS), "size": size, **({"n": dict(n)} if n else {}), "seed": seed}
+
+
+def preset_name(class_set: str, model: str, size: str = "cpu") -> str:
+    """``unmask-cs3a-resnet18-denoise4-cpu`` ...: the classifier of ``class_set`` (``model``: ``resnet18``,
+    ``resnet18-denoise4``, ``resnet101``, ``resnet101-denoise4``)."""
+    return f"unmask-{class_set.lower()}-{model}-{size}"
+
+
+#: The CPU-sized classifiers of Table 7: name in the tables -> preset model part.
+TABLE7_CPU_MODELS = {"baseline": "resnet18", "ours": "resnet18-denoise4"}
+#: Input side of the full presets: the code's 150 rounded to what the U-Net's four halvings divide.
+FULL_SIZE = 144
+_PARTS_NOT_MASK_RCNN = "a U-Net semantic segmenter (MONAI) in place of Mask R-CNN: the part set needs no instances"
+_GENERATED = ("generated stand-in of PASCAL-Part (flat-coloured primitive shapes per part over textured "
+              "backgrounds, 32x32; maskdefense.data.synthetic_parts): PASCAL-Part is not on this machine")
+
+add_preset(PartPreset(
+    "unmask-extractor-cpu", "segment", part_data(CLASS_PARTS, n=EXTRACTOR_SPLITS, seed=EXTRACTOR_SEED), "part_unet",
+    model_kwargs={"channels": [32, 64, 128], "strides": [2, 2], "num_res_units": 2}, epochs=15, batch_size=64,
+    lr=2e-3, schedule="cosine", hflip=True,
+    differs=(_PARTS_NOT_MASK_RCNN, _GENERATED + f"; {EXTRACTOR_SPLITS['train']} training images of all 16 classes",
+             "15 epochs, Adam with a cosine schedule (the code: Mask R-CNN's schedule, 40 epochs)"),
+    description="UNMASK's part extractor K on the generated part data (44 parts, every class), CPU-sized"))
+add_preset(PartPreset(
+    "unmask-extractor-full", "segment", {"source": "pascal_part", "size": FULL_SIZE,
+                                         "class_parts": {c: list(p) for c, p in CLASS_PARTS.items()}},
+    "part_unet", model_kwargs={"channels": [32, 64, 128, 256, 512], "strides": [2, 2, 2, 2], "num_res_units": 2},
+    epochs=40, batch_size=16, hflip=True,
+    differs=(_PARTS_NOT_MASK_RCNN, f"{FULL_SIZE}x{FULL_SIZE} images (Resize + CenterCrop as the code's classifier input)"),
+    description="UNMASK's part extractor K on PASCAL-Part (44 merged parts, 40 epochs, flips: the thesis' "
+                "augmentation) for GPU users"))
+
+for _set in CLASS_SETS:
+    _data = part_data(class_set_parts(_set), n=CLASSIFIER_SPLITS)
+    for _key, _model, _kw, _what in (
+            ("resnet18", "resnet18_half", {}, "Table 7's baseline at CPU size (the thesis: DenseNet-121)"),
+            ("resnet18-denoise4", "resnet18_denoise4", {"width": 0.5},
+             "Table 7's 'Ours' at CPU size: four embedded-Gaussian denoising blocks, one after each stage")):
+        add_preset(PartPreset(
+            preset_name(_set, _key), "classify", _data, _model, model_kwargs=_kw, epochs=8, **CPU_RECIPE,
+            differs=("ResNet-18 at width 1/2, CIFAR stem (the thesis: ResNet-101, ImageNet-sized inputs)",
+                     _GENERATED + f"; {CLASSIFIER_SPLITS['train']} training images",
+                     "8 epochs", *CPU_RECIPE_DIFFERS),
+            description=f"UNMASK's classifier M on class set {_set}: {_what}"))
+    _full = {"source": "pascal_part", "classes": list(CLASS_SETS[_set]), "size": FULL_SIZE,
+             "class_parts": {c: list(p) for c, p in class_set_parts(_set).items()}}
+    for _key, _model, _what in (("resnet101", "resnet101", "without blocks (DenseNet-121, the thesis' baseline, is "
+                                                            "not in the zoo)"),
+                                ("resnet101-denoise4", "resnet101_denoise4", "with four denoising blocks (Table 7's "
+                                                                             "'Ours')")):
+        add_preset(PartPreset(
+            preset_name(_set, _key, "full"), "classify", _full, _model, model_kwargs={"stem": "imagenet"}, epochs=30,
+            batch_size=32, optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=2e-4,
+            differs=("PASCAL-Part images of the set's classes, labelled by their largest object (the thesis: VOC 2010 "
+                     "+ ImageNet to train, Flickr to test; Table 2)", "no ImageNet pre-training",
+                     f"{FULL_SIZE}x{FULL_SIZE} inputs (the code: 150)"),
+            description=f"UNMASK's classifier M on class set {_set}: ResNet-101 {_what}, the code's SGD settings "
+                        "(30 epochs, lr 1e-3, momentum 0.9, weight decay 2e-4, batch 32), for GPU users"))
+
+#: Table 6 on this CPU: adversarial training with Wong et al.'s "fast" FGSM with a random start (one attack step
+#: per batch, ~2x a plain step; PGD-10 would be ~6x) at eps 8/255, where it is known to train without catastrophic
+#: overfitting; the thesis trains with PGD at eps 10 (its evaluation budget, kept for the test).
+TABLE6_CPU_AT = {"eps": 8 / 255, "mode": "fast"}
+TABLE6_CPU_AT_EPOCHS = 6
+TABLE6_FULL_AT = {"eps": 10 / 255, "mode": "pgd", "steps": 7}
+#: Table 6's models on this CPU: (row, adversarially trained) -> preset. The plain ResNet-18/2 is the recipe's.
+TABLE6_PRESETS = {("resnet101", False): "resnet18-cifar10-cpu",
+                  ("resnet101_denoise1", False): "unmask-cifar10-resnet18-denoise1-cpu",
+                  ("resnet101", True): "unmask-cifar10-resnet18-at-cpu",
+                  ("resnet101_denoise1", True): "unmask-cifar10-resnet18-denoise1-at-cpu"}
+_T6_SIZE = ("ResNet-18 at width 1/2, CIFAR stem (the thesis: ResNet-101)",)
+_T6_AT = (f"FGSM with a random start ('fast' adversarial training, alpha 1.25 eps) at eps 8/255, "
+          f"{TABLE6_CPU_AT_EPOCHS} epochs (the thesis: PGD at eps 10/255, lr 0.005 decayed every 30 epochs, batch 60)",)
+add_preset(Preset(
+    TABLE6_PRESETS[("resnet101_denoise1", False)], "cifar10", "resnet18_denoise1", model_kwargs={"width": 0.5},
+    epochs=14, n_eval=1000, **CPU_RECIPE,
+    differs=(*_T6_SIZE, "one denoising block after stage 3, as the thesis", "14 epochs, as its plain twin "
+             "resnet18-cifar10-cpu", *CPU_RECIPE_DIFFERS),
+    description="Table 6, 'Modified ResNet' benchmark row at CPU size: ResNet-18/2 with one denoising block"))
+for _model, _kw, _row, _what in (("resnet18_half", {}, "resnet101", "ResNet-18/2"),
+                                  ("resnet18_denoise1", {"width": 0.5}, "resnet101_denoise1",
+                                   "ResNet-18/2 with one denoising block after stage 3")):
+    add_preset(Preset(
+        TABLE6_PRESETS[(_row, True)], "cifar10", _model, model_kwargs=_kw, epochs=TABLE6_CPU_AT_EPOCHS, n_eval=1000,
+        adversarial=TABLE6_CPU_AT, **CPU_RECIPE, differs=(*_T6_SIZE, *_T6_AT, *CPU_RECIPE_DIFFERS),
+        description=f"Table 6, adversarial training at CPU size: {_what} (the thesis' {_row} row)"))
+for _model, _row in (("resnet101", "resnet101"), ("resnet101_denoise1", "resnet101_denoise1")):
+    for _adv in (None, TABLE6_FULL_AT):
+        add_preset(Preset(
+            f"unmask-cifar10-{_row.replace('_', '-')}{'-at' if _adv else ''}-full", "cifar10", _model, epochs=90,
+            batch_size=60, optimizer="sgd", lr=0.005, momentum=0.9, n_eval=10000, adversarial=_adv,
+            differs=("a constant learning rate (the thesis decays it by 10% every 30 epochs; no step schedule here)",
+                     "90 epochs (the thesis gives no count)")
+            + (("PGD with 7 steps of 2.5 eps / 7 (the reference code's training steps; the thesis gives none)",)
+               if _adv else ()),
+            description=f"Table 6, {_row} {'adversarially (PGD-Linf eps 10/255)' if _adv else 'plainly'} trained on "
+                        "CIFAR-10 as the thesis, for GPU users"))
