@@ -138,7 +138,9 @@ class UNMASK(Defense):
 
     def distance(self, x: Tensor, *, soft: bool = False) -> Tensor:
         """``(N,)``: ``d = 1 - JS(K(x), V[M(x)])`` with ``M(x)`` the classifier's arg-max (float32)."""
-        y = self.base(x).argmax(1)
+        return self._distance_to(x, self.base(x).argmax(1), soft)
+
+    def _distance_to(self, x: Tensor, y: Tensor, soft: bool = False) -> Tensor:
         d = jaccard_distance(self.part_sets(x, soft=soft), self.attributes)
         return d.gather(1, y[:, None])[:, 0].float()
 
@@ -164,8 +166,8 @@ class UNMASK(Defense):
         check_images(x)
         if self.mode == "defend":
             return match_class(self.similarity(x), self.rule)
-        pred = self.base(x).argmax(1)
-        return torch.where(self.distance(x) >= self.threshold, torch.full_like(pred, REJECT), pred)
+        pred = self.base(x).argmax(1)  # one classifier pass for the label and the distance
+        return torch.where(self._distance_to(x, pred) >= self.threshold, torch.full_like(pred, REJECT), pred)
 
     @torch.no_grad()
     def calibrate(self, x_val: Tensor, fpr: float, *, batch_size: int = 500) -> float:
