@@ -166,3 +166,18 @@ def test_bench_remix_quick(tmp_path):
     for r in record["summary"]:
         assert _positive(r["cost_vs_classifier"]) and _positive(r["remix_vs_floor"])
     assert (tmp_path / "bench_remix.md").exists() and (tmp_path / "bench_remix.json").exists()
+
+
+def test_bench_unmask_quick(tmp_path):
+    import maskdefense.papers.unmask  # noqa: F401  (its presets, when the package is not reinstalled)
+
+    mod = _load("bench_unmask")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_unmask")
+    assert [r["classifier"] for r in rec["summary"]] == ["baseline", "ours"]
+    assert [r["network"] for r in record["blocks"]] == ["plain", "denoise1", "denoise4"]
+    assert record["blocks"][0]["train_vs_plain"] == pytest.approx(1.0)
+    for r in record["summary"]:
+        assert _positive(r["cost_vs_classifier"]) and _positive(r["unmask_vs_floor"])
+    for r in record["blocks"]:
+        assert _positive(r["train_vs_plain"]) and _positive(r["infer_vs_plain"])
