@@ -21,9 +21,10 @@
   16/255). The budget check doubles the steps of the stronger row of each attack on :data:`T7_BUDGET_SET`.
 * ``unmask-adaptive``: the attacker who knows UNMASK, on :data:`ADAPTIVE_SET` with "Ours" (:data:`ADAPTIVE_N`
   images): detection mode attacked with classifier and detector together (the harness's adaptive threat:
-  the detector's Jaccard distance differentiated through the soft part sets by BPDA) beside the same attacks
-  made oblivious; the defense mode (parts decide) under PGD, APGD-CE and Square; M alone under PGD, APGD-CE and
-  Square (is the denoising network's own robustness in Table 7's no-defense column real?); whether the
+  the detector's Jaccard distance differentiated through the soft part sets by BPDA; again through a 10x
+  smoother surrogate, :data:`SOFT_TEMPERATURE`) beside the same attacks made oblivious; the defense mode (parts
+  decide) under PGD, APGD-CE and Square; M alone under PGD, APGD-CE and Square (is the denoising network's own
+  robustness in Table 7's no-defense column real?); whether the
   gradient of ``detect`` reaches the attacker, and whether the adaptive examples move K's parts to the parts
   of M's new class; budget check.
 
@@ -312,11 +313,10 @@ def _thesis_row(model: str, class_set: str) -> dict[str, float]:
 
 
 def _unmask(model: torch.nn.Module, extractor: torch.nn.Module, class_set: str, variant: str,
-            area_threshold: float) -> UNMASK:
+            area_threshold: float, **kw: Any) -> UNMASK:
     mode, rule = VARIANTS[variant]
-    classes = CLASS_SETS[class_set]
     return UNMASK(model, extractor, attributes(class_set), mode=mode, rule=rule, threshold=REFERENCE_THRESHOLD,
-                  area_threshold=area_threshold, classes=classes, parts=PASCAL_PART_PARTS).eval()
+                  area_threshold=area_threshold, classes=CLASS_SETS[class_set], parts=PASCAL_PART_PARTS, **kw).eval()
 
 
 def _run_records(run_dir: Path) -> tuple[dict[int, dict[str, Any]], dict[tuple[str, str], dict[int, dict[str, Any]]]]:
@@ -577,11 +577,17 @@ def adaptive_specs(side: int, quick: bool) -> dict[str, list[AttackSpec]]:
     strong = [_labelled(f"apgd-ce:eps=8/255,norm=Linf{',n_iter=3' if quick else ''}", "APGD-CE 8/255"),
               _labelled(f"square:eps=8/255,norm=Linf,n_queries={queries}", f"Square 8/255 ({queries} queries)")]
     l2 = l2_eps(600, side)
+    linf16 = _labelled(f"pgd-linf:eps=16/255,{_pgd_steps(steps)}", "PGD-Linf 16/255")
     return {"alone-ours": [linf8, *strong], "alone-baseline": [linf8, *strong],
-            "detect": [linf8, _labelled(f"pgd-linf:eps=16/255,{_pgd_steps(steps)}", "PGD-Linf 16/255"),
-                       _labelled(f"pgd-l2:eps={l2:.4g},{_pgd_steps(steps)}", f"PGD-L2 600 ({l2:.3f})"),
+            "detect": [linf8, linf16, _labelled(f"pgd-l2:eps={l2:.4g},{_pgd_steps(steps)}", f"PGD-L2 600 ({l2:.3f})"),
                        _labelled(f"mi-fgsm:eps=16/255,steps={steps}", "MIA-Linf 16/255")],
-            "defend": [linf8, *strong]}
+            "detect-soft": [linf8, linf16], "defend": [linf8, *strong]}
+
+
+#: The softer BPDA surrogate of the detector (temperature of the soft part sets, x10 the defense's default): a
+#: steep sigmoid gives no gradient for parts far from the area threshold, so the adaptive attack is run again
+#: through a smoother one (the decision, from the hard sets, is the same).
+SOFT_TEMPERATURE = 0.025
 
 
 def detect_gradient(unmask: UNMASK, x: torch.Tensor) -> dict[str, float]:
@@ -646,6 +652,8 @@ def adaptive_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_
     systems: dict[str, tuple[torch.nn.Module, str, dict[str, Any]]] = {
         "alone-ours": (NoDefense(ours), "gray-box", ock), "alone-baseline": (NoDefense(base), "gray-box", bck),
         "detect": (_unmask(ours, extractor, cs, "detect", ext_p.area_threshold), "gray-box,adaptive", ock),
+        "detect-soft": (_unmask(ours, extractor, cs, "detect", ext_p.area_threshold, temperature=SOFT_TEMPERATURE),
+                        "adaptive", ock),
         "defend": (_unmask(ours, extractor, cs, "defend-max", ext_p.area_threshold), "gray-box,adaptive", ock)}
     rows: list[dict[str, Any]] = []
     budget_rows: list[dict[str, Any]] = []
@@ -672,14 +680,20 @@ def adaptive_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_
     labels = {s.key: s.display for s in specs["detect"]}
     shift = {t: {labels.get(k, f"sanity ({k.split(':')[0]})"): v
                  for k, v in part_shift(detector, data.images, out / "detect", t).items()} for t in ("gray-box", "adaptive")}
-    gradient = detect_gradient(detector, data.images)
-    if gradient["nonzero_fraction"] == 0:
-        flags.append({"code": "DETECTOR_GRADIENT_ZERO", "severity": "error", "run": "detect",
-                      "message": "the gradient of detect() is zero on every test image: the adaptive attacker "
-                                 "gets no signal from the detector"})
+    gradient = {}
+    for name in ("detect", "detect-soft"):
+        u = systems[name][0]
+        assert isinstance(u, UNMASK)
+        gradient[name] = g = detect_gradient(u, data.images)
+        if g["nonzero_fraction"] == 0:
+            flags.append({"code": "DETECTOR_GRADIENT_ZERO", "severity": "error", "run": name,
+                          "message": "the gradient of detect() is zero on every test image: the adaptive attacker "
+                                     "gets no signal from the detector"})
     run_dirs = [out / k for k in systems] + [out / k / f"budget-x{BUDGET_FACTOR}{e}" for k in systems for e in ("", "-eot")]
     meta.update(study="unmask-adaptive", class_set=cs, n_images=n, threshold=REFERENCE_THRESHOLD,
-                area_threshold=ext_p.area_threshold, attacks={k: [s.to_dict() for s in v] for k, v in specs.items()},
+                area_threshold=ext_p.area_threshold,
+                temperatures={"detect": detector.temperature, "detect-soft": SOFT_TEMPERATURE},
+                attacks={k: [s.to_dict() for s in v] for k, v in specs.items()},
                 clean=clean, part_shift=shift,
                 detect_gradient=gradient, thesis={k: _thesis_row(k, cs) for k in ("ours", "baseline")},
                 models=_keep_records(out, {ext_p.name: eck, clf_p[(cs, "ours")].name: ock,
@@ -695,13 +709,13 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
     fm["survives"] = lambda v: "-" if v is None else f"{100 * v:.0f}%"
     by = {(r["system"], r["attack"], r["threat"]): r for r in rows if not r["sanity"]}
     surv = []
-    for (system, attack, threat), r in by.items():
-        if threat != "gray-box" or system.startswith("alone"):
+    for (system, attack, threat), a in by.items():
+        if threat != "adaptive":
             continue
-        a = by.get((system, attack, "adaptive"), {})
-        ob, ad = r["defense_acc"], a.get("defense_acc")
+        r = by.get((system.replace("-soft", ""), attack, "gray-box"), {})
+        ob, ad = r.get("defense_acc"), a["defense_acc"]
         surv.append({"system": system, "attack": attack, "oblivious": ob, "adaptive": ad,
-                     "survives": ad / ob if ob and ad is not None else None, "det_ob": r["detection_rate"],
+                     "survives": ad / ob if ob and ad is not None else None, "det_ob": r.get("detection_rate"),
                      "det_ad": a.get("detection_rate"), "fail_ad": a.get("defense_acc_rejected_failed")})
     table = markdown_table(surv, ["system", "attack", "oblivious", "adaptive", "survives", "det_ob", "det_ad", "fail_ad"],
                            ["UNMASK mode", "attack", "accuracy, oblivious", "accuracy, adaptive", "adaptive / oblivious",
@@ -720,7 +734,9 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
                              "d_adv_to_new_class": lambda v: "-" if v is None else f"{v:.3f}",
                              "clean_parts_would_pass": pct, "passes": pct})
     th = meta["thesis"]
-    g = meta["detect_gradient"]
+    g = meta["detect_gradient"]["detect"]
+    gs = meta["detect_gradient"]["detect-soft"]
+    temps = meta["temperatures"]
     ctable = markdown_table([{"system": k, **v} for k, v in meta["clean"].items()], ["system", "accuracy", "rejected"],
                             ["system", "clean accuracy", "clean rejected"], {"accuracy": pct, "rejected": pct})
     intro = (
@@ -729,7 +745,8 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
         "*Oblivious* = made against M alone (the thesis' setting, Table 7); *adaptive* = against the whole system: in "
         "detection mode classifier and detector together (Carlini and Wagner's construction in the harness: once M is "
         "fooled, the Jaccard distance to the parts of M's new class is pushed under the threshold; its gradient flows "
-        "through K's soft part sets by BPDA), in defense mode through the parts' similarities (soft sets by BPDA). "
+        "through K's soft part sets by BPDA; `detect-soft`: the same through a 10x smoother surrogate, the same "
+        "decisions), in defense mode through the parts' similarities (soft sets by BPDA). "
         "Accuracy: the harness's protocol (images M classifies correctly; a rejection counts as defended, and as "
         "failed in its own column). The thesis reports for this set UNMASK accuracy "
         f"{th['ours']['pgd-linf 8']:.2f}% (Ours) / {th['baseline']['pgd-linf 8']:.2f}% (baseline) under PGD-Linf 8 "
@@ -739,8 +756,10 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
         "## How much of UNMASK's robustness survives an attacker who knows it", table,
         "## Is the denoising network itself robust? M alone under PGD, APGD-CE and Square (gradient-free)", atable,
         "## Does the attacker move K's parts? (detection mode, stored examples)",
-        (f"The gradient of `detect` (soft part sets through BPDA) is non-zero on {pct(g['nonzero_fraction'])} of the "
-         f"test images (mean L1 norm {g['mean_l1']:.3g}). Over the examples that change M's label: the Jaccard "
+        (f"The gradient of `detect` (soft part sets through BPDA, temperature {temps['detect']:g}) is non-zero on "
+         f"{pct(g['nonzero_fraction'])} of the test images (mean L1 norm {g['mean_l1']:.3g}; through the softer "
+         f"surrogate of `detect-soft`, temperature {temps['detect-soft']:g}: {pct(gs['nonzero_fraction'])}, "
+         f"{gs['mean_l1']:.3g}). Over the examples that change M's label: the Jaccard "
          "distance of K's parts to the parts of M's new class, for the clean image and for the adversarial example, "
          "and the share that passes the test."), stable,
         "## Clean accuracy", ctable,
