@@ -66,14 +66,11 @@ def block_methods(images: int, batch: int, seed: int, quick: bool) -> dict[str, 
                 task.step("train", x[i : i + batch], y[i : i + batch], g)
             return C.timer() - t0
 
-        def inference(net: torch.nn.Module = infer) -> float:
-            with torch.no_grad():
-                t0 = C.timer()
-                for i in range(0, images, batch):
-                    net(x[i : i + batch]).argmax(1)
-                return C.timer() - t0
+        def inference(net: torch.nn.Module = infer) -> None:
+            for i in range(0, images, batch):
+                net(x[i : i + batch]).argmax(1)
 
-        methods[f"train/{name}"], methods[f"infer/{name}"] = train, inference
+        methods[f"train/{name}"], methods[f"infer/{name}"] = train, C.timed_no_grad(inference)
     return methods
 
 
@@ -88,18 +85,9 @@ def unmask_methods(images: int, seed: int, quick: bool) -> tuple[dict[str, Calla
     for key, name in (("baseline", "plain"), ("ours", "denoise4")):
         m = _network(name, quick, seed, classes=v.shape[0]).eval()
         u = UNMASK(m, k, v).eval()
-
-        def timed(fn: Callable[[], Any]) -> Callable[[], float]:
-            def run() -> float:
-                with torch.no_grad():
-                    t0 = C.timer()
-                    fn()
-                    return C.timer() - t0
-            return run
-
-        methods[f"{key}/classifier"] = timed(lambda m=m: m(x).argmax(1))
-        methods[f"{key}/floor"] = timed(lambda m=m: (k(x), m(x).argmax(1)))
-        methods[f"{key}/unmask"] = timed(lambda u=u: u.predict(x))
+        methods[f"{key}/classifier"] = C.timed_no_grad(lambda m=m: m(x).argmax(1))
+        methods[f"{key}/floor"] = C.timed_no_grad(lambda m=m: (k(x), m(x).argmax(1)))
+        methods[f"{key}/unmask"] = C.timed_no_grad(lambda u=u: u.predict(x))
     return methods, {"extractor": {"model": ext.model, **ext.model_kwargs}, "class_set": CLASS_SET}
 
 
