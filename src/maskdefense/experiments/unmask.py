@@ -245,7 +245,8 @@ def table6_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_di
                                      "eps: the fast adversarial training overfitted to FGSM"})
     meta.update(study="unmask-table6", dataset=ds, n_images=n, attacks=[s.to_dict() for s in specs],
                 adversarial_training=presets[("resnet101", True)].adversarial,
-                at_epochs=presets[("resnet101", True)].epochs, thesis=TABLE6, thesis_settings=TABLE6_SETTINGS,
+                at_epochs=presets[("resnet101", True)].epochs, plain_epochs=presets[("resnet101", False)].epochs,
+                thesis=TABLE6, thesis_settings=TABLE6_SETTINGS,
                 models=_keep_records(out, models), budget_check=budget_rows, flags=flags,
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 eval_wall_time_s_total=harness_wall_time([out / p.name for p in presets.values()]
@@ -283,7 +284,7 @@ def _write_table6(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
     intro = (
         f"Xiong's thesis, Table 6 ({meta['dataset']}): does one feature-denoising block (non-local, embedded Gaussian, "
         "after stage 3) make adversarial training more robust? Ours at CPU scale: ResNet-18 at width 1/2 (CIFAR stem) "
-        "instead of ResNet-101, trained plainly with the CPU recipe (14 epochs) and adversarially with "
+        f"instead of ResNet-101, trained plainly with the CPU recipe ({meta['plain_epochs']} epochs) and adversarially with "
         f"{'FGSM with a random start' if at.get('mode') == 'fast' else 'PGD'} at eps {at.get('eps', 0) * 255:.3g}/255 "
         f"for {meta['at_epochs']} epochs (the thesis: PGD-Linf eps 10, lr 0.005 decayed every 30 epochs, batch 60; "
         "see `maskdefense.papers.unmask.TABLE6_CPU_AT` for why). Clean accuracy on all test images; attacks "
