@@ -72,6 +72,7 @@ from ..eval.budget import BUDGET_FACTOR, budget_check, check_budget, compare_bud
 from ..eval.harness import Report
 from ..eval.reuse import reevaluate
 from ..models.masker import apply_masker
+from ..ops.squeeze import TVM
 from ..papers.sfm import (ABLATION, DEFENSE_SPECS, FIG3_CLAIMS, FIG4_CLAIMS, FIG5_CLAIMS, LOSS_WEIGHTS,
                           MAIN_PREPROCESS, NOT_RUN, PREPROCESS, SWEEP_W1, TABLES, TIME_COST, WHITE_BOX)
 from ..provenance import run_metadata
@@ -103,8 +104,11 @@ NEAR_ZERO = 0.05
 
 #: The defenses of the tables, their display names and the paper's row each one stands beside.
 NAMES = ("vanilla", *(f"fs-{t}" for t in VARIANTS), "tvm", *(f"sfm-{t}" for t in VARIANTS))
-_SQUEEZER_NAMES = {"bits": "bit depth 5", "median": "median 2x2", "nlm": "non-local means 13-3-2"}
-DISPLAY = {"vanilla": "no defense", "tvm": "TVM (keep 0.5, TV weight 0.03)",
+_P, _TVM = PREPROCESS, TVM().config()
+_SQUEEZER_NAMES = {"bits": "bit depth {bits}".format(**_P["bits"]),
+                   "median": "median {size}x{size}".format(**_P["median"]),
+                   "nlm": "non-local means {search}-{patch}-{h}".format(**_P["nlm"])}
+DISPLAY = {"vanilla": "no defense", "tvm": f"TVM (keep {_TVM['keep']:g}, TV weight {_TVM['weight']:g})",
            **{f"fs-{t}": f"FS: {v}" for t, v in _SQUEEZER_NAMES.items()},
            **{f"sfm-{t}": f"SFM-Defense + {v}" + (" (main)" if t == MAIN else "") for t, v in _SQUEEZER_NAMES.items()}}
 PAPER_ROW = {n: "Vanilla" if n == "vanilla" else "TVM" if n == "tvm" else "FS" if n.startswith("fs-") else "Ours"
