@@ -181,3 +181,15 @@ def test_bench_unmask_quick(tmp_path):
         assert _positive(r["cost_vs_classifier"]) and _positive(r["unmask_vs_floor"])
     for r in record["blocks"]:
         assert _positive(r["train_vs_plain"]) and _positive(r["infer_vs_plain"])
+
+
+def test_bench_sfm_quick(tmp_path):
+    import maskdefense.papers.sfm  # noqa: F401  (its presets, when the package is not reinstalled)
+
+    mod = _load("bench_sfm")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    assert _read(tmp_path, "bench_sfm")["goal"] == record["goal"]
+    assert [r["preprocess"] for r in record["summary"]] == ["bits", "median", "nlm"]
+    for r in record["summary"]:
+        assert _positive(r["cost_vs_classifier"]) and _positive(r["parts_vs_sfm"])
+        assert sum(r[f"share_{k}"] for k in ("masker", "squeeze", "classifier")) == pytest.approx(1.0)

@@ -9,7 +9,8 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_components, load_model, read_metadata
+from ..checkpoint import CheckpointError, load_components, load_model, read_metadata, read_sidecar
+from ..provenance import atomic_write_json
 from ..training.presets import AutoencoderPreset, PartPreset, Preset, SFMPreset, create_preset
 from ..training.loop import (
     adversarial_training_key, part_training_key, sfm_training_key, train_autoencoder_on_dataset, train_on_dataset,
@@ -160,3 +161,40 @@ def budget_markdown(rows: list[dict[str, Any]], *, value: str = "Defense",
                 "noise (pts)", "enough?"],
         {"base": pct, "scaled": pct, "delta": lambda v: "-" if v is None else f"{100 * v:+.2f}",
          "noise": lambda v: f"{100 * v:.2f}"})
+
+
+def checkpoint_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a results file keeps of a checkpoint's record: architecture(s), data, epochs, hashes, test metrics,
+    the preset and the training key."""
+    keep = ("arch", "arch_kwargs", "components", "dataset", "epochs", "sha256", "weights_sha256", "test_accuracy",
+            "test_mse", "test_input_mse", "test_mask_mean", "test_kept", "preset", "training_key")
+    return {k: meta.get(k) for k in keep if k in meta}
+
+
+def keep_training_records(out: str | Path, metas: Iterable[dict[str, Any]]) -> list[str]:
+    """Copy the training record of each model (``metas``: the metadata :func:`ensure_model` / :func:`ensure_sfm`
+    return) into ``out/checkpoints/<run folder>.json``: the checkpoint's sidecar, its record with the run's
+    per-epoch history and seconds, no weights. Returns the file names."""
+    names = []
+    for m in metas:
+        path = Path(m["path"])
+        names.append(f"{path.parent.name}.json")
+        atomic_write_json(Path(out) / "checkpoints" / names[-1], read_sidecar(path) or read_metadata(path))
+    return names
+
+
+def flag_lines(flags: list[dict[str, Any]]) -> str:
+    """The integrity flags as a markdown list (``run``: the harness run a flag comes from)."""
+    return "\n".join(f"- **{f['code']}** ({f['severity']}{', ' + f['run'] if f.get('run') else ''}): {f['message']}"
+                     for f in flags) or "- none"
+
+
+def check_sections(meta: dict[str, Any], how: str, *, defense_name: Callable[[str], str] | None = None,
+                   flags: str | None = None) -> list[str]:
+    """The closing sections of a study's README from its ``meta`` (``budget_check``, ``flags``,
+    ``eval_wall_time_s_total``): the budget check (``how``: what was run again; then :func:`budget_markdown`),
+    the integrity flags (``flags``: their text, else :func:`flag_lines`) and the harness runs' wall time."""
+    return ["## Is the attack budget enough?",
+            f"{how} {budget_markdown(meta['budget_check'], value='accuracy', defense_name=defense_name)}",
+            "## Integrity flags", flag_lines(meta["flags"]) if flags is None else flags,
+            f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]

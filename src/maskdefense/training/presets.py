@@ -22,9 +22,10 @@ class _Trains:
         return asdict(self)  # type: ignore[call-overload]
 
     def train_config(self, seed: int = 0) -> Any:
-        """The :class:`~maskdefense.training.config.TrainConfig` of this preset."""
+        """The :class:`~maskdefense.training.config.TrainConfig` of this preset, trained with ``seed`` plus the
+        preset's ``seed_offset`` (a classifier preset's; 0 for the others)."""
         return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
-                           seed=seed)
+                           seed=seed + getattr(self, "seed_offset", 0))
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Preset(_Trains):
     precision: str = "fp32"
     channels_last: bool = False
     init: str | None = None  # a preset whose trained model (same seed) training starts from: fine-tuning
+    seed_offset: int = 0  # added to the seed a model is trained with: an independently trained twin (surrogate)
     train_cell: int | None = None  # None: no masking at training
     train_rate: float = 0.75
     test_cell: int | None = None
@@ -212,11 +214,13 @@ CPU_RECIPE: dict[str, Any] = {
 CPU_RECIPE_DIFFERS = ("trained with the CPU recipe: SGD Nesterov one-cycle (peak lr 0.1), label smoothing 0.1, "
                       "weight decay 5e-4 off batch norm, crop+flip, bfloat16 autocast (evaluation in fp32)",)
 
-add_preset(Preset("resnet18-cifar10-cpu", "cifar10", "resnet18_half", epochs=14, n_eval=1000, **CPU_RECIPE,
-                  differs=("ResNet-18 at width 1/2 (1/4 of the FLOPs)", "14 epochs, sized to train in <= 45 minutes "
-                           "on 2 CPU cores", *CPU_RECIPE_DIFFERS),
-                  description="ResNet-18 (CIFAR variant) on CIFAR-10 with the CPU recipe: the plain classifier and "
-                              "surrogate of the ResNet-18 defenses"))
+#: The plain ResNet-18/2 of CIFAR-10 (a paper's presets may derive twins from it, e.g. a surrogate of another seed).
+RESNET18_CIFAR10_CPU = add_preset(Preset(
+    "resnet18-cifar10-cpu", "cifar10", "resnet18_half", epochs=14, n_eval=1000, **CPU_RECIPE,
+    differs=("ResNet-18 at width 1/2 (1/4 of the FLOPs)", "14 epochs, sized to train in <= 45 minutes on 2 CPU cores",
+             *CPU_RECIPE_DIFFERS),
+    description="ResNet-18 (CIFAR variant) on CIFAR-10 with the CPU recipe: the plain classifier and surrogate of the "
+                "ResNet-18 defenses"))
 add_preset(Preset("resnet18-cifar10-full", "cifar10", "resnet18", epochs=200, n_eval=10000,
                   **{**CPU_RECIPE, "precision": "fp32", "channels_last": False, "schedule": "cosine", "warmup": 0.25},
                   description="ResNet-18 (CIFAR variant, full width) on CIFAR-10 for GPU users: the recipe's SGD, "
