@@ -263,3 +263,83 @@ def test_cutout_removes_two_clipped_squares():
     out = Cutout(4, holes=2)(torch.ones(50, 1, 8, 8), torch.Generator().manual_seed(0))
     removed = 64 - out.sum(dim=(1, 2, 3))
     assert bool((removed <= 32).all()) and bool((removed >= 4).all()) and int(removed.max()) > 16
+
+
+# ---- the empirical attack on tiny trained digits models, and the command
+
+
+def _digits_model(transform, seed: int = 0) -> nn.Module:
+    """A linear digits classifier trained for ~1 s on inputs under ``transform`` (the certifier's ablation)."""
+    from maskdefense.data import load_dataset
+
+    train = load_dataset("digits", "train")
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(transform(train.images, g)), train.labels).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("spec, transform, p", [
+    ("ds:mode=column,band=2,threshold=0.3", BandAblation(2), 1),  # 8 columns: a 2x2 patch leaves no margin
+    ("pc:patch=2,k=3", Cutout(4, holes=2), 2),
+    ("grid:cell=2,rate=0.875,n_grad=32", make_transform({"transform": "grid_mask", "cell": 2, "rate": 0.875,
+                                                         "exact": True}), 1),  # 2x2: 4 cells, fraction 0.55
+])
+def test_patch_attack_never_breaks_a_certified_image(spec, transform, p):
+    from maskdefense.attacks.patch import patch_attack
+    from maskdefense.data import load_dataset
+
+    test = load_dataset("digits", "test", limit=40)
+    cert = build_certifier(spec, _digits_model(transform)).eval()
+    c = cert.certify(test.images, (p,))
+    res = patch_attack(cert, test.images, p, locations=4, steps=8, step_size=0.2,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(res.decision, c.decision)
+    assert not bool((c.at(p) & res.broken).any()), "the attack changed a certified decision"
+    assert bool(c.at(p).any()), "nothing certified: the check would be empty"
+    assert bool(res.broken.any()), "the attack broke nothing: it does not work"
+    broken = torch.nonzero(res.broken).flatten()
+    assert torch.equal(cert.predict(res.x_adv[broken]), res.decision_adv[broken])  # the stored example does it
+    changed = (res.x_adv != test.images).flatten(1).any(dim=1)
+    outside = (res.x_adv - test.images) * (1 - patch_mask(8, p, res.location))
+    assert bool((outside.abs().flatten(1).max(dim=1).values == 0).all()) and bool(changed[broken].all())
+
+
+def test_certify_command_runs_and_resumes(tmp_path, capsys):
+    from maskdefense.checkpoint import save_checkpoint
+    from maskdefense.cli import main
+    from maskdefense.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", in_channels=1, input_size=8, num_classes=10)
+    ck = tmp_path / "ck" / "model.safetensors"
+    ck.parent.mkdir()
+    save_checkpoint(model, ck, {"dataset": "digits"})
+    out = tmp_path / "out"
+    argv = ["certify", "--checkpoint", str(ck), "--certifier", "ds:mode=column,band=2", "--patch", "1", "2",
+            "--n", "12", "--batch-size", "5", "--attack-patch", "2", "--attack-n", "6", "--attack-steps", "2",
+            "--attack-locations", "2", "--out", str(out)]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "cert" for r in records) == 12 and sum(r["kind"] == "attack" for r in records) == 6
+    assert set(records[0]["certified"]) == {"1", "2"} and records[0]["passes"] == 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["patch"] for r in summary["rows"]] == [1, 2] and summary["attack"][0]["n"] == 6
+    assert summary["attack"][0]["certified_broken"] == 0 and not summary["flags"]
+    # kill-and-resume: drop the last group and a half-written line; the rerun recomputes exactly that
+    lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text("".join(lines[:-1]) + lines[-1][:10])
+    assert main(argv) == 0
+    again = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    strip = lambda rs: sorted((r["key"], r.get("decision"), r.get("broken")) for r in rs)  # noqa: E731
+    assert strip(again) == strip(records)
+    # another configuration into the same folder is refused with one line
+    capsys.readouterr()
+    assert main([*argv[:-2], "--patch", "3", "--out", str(out)]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["certify", "--list"]) == 0 and "grid" in capsys.readouterr().out
