@@ -93,7 +93,7 @@ def test_location_margins_are_exact_against_enumeration():
     """4x4 image, 2x2 cells, every mask removing 3 of the 4 cells, 3 classes, random one-hot votes: the
     margin is >= 0 at a location iff no assignment of the affected copies' votes changes the decision."""
     g = torch.Generator().manual_seed(0)
-    keep = GridCertifier(nn.Identity(), cell=2, rate=0.75).keep_masks(4, 4)
+    keep = GridCertifier(nn.Identity(), cell=2, rate=0.75).copy_masks(4, 4)
     checked = 0
     for trial in range(60):
         votes = torch.nn.functional.one_hot(torch.randint(0, 3, (1, keep.shape[0]), generator=g), 3)

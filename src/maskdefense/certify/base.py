@@ -120,13 +120,16 @@ class Certifier(Defense):
     :meth:`passes` and :meth:`config`; :meth:`weak_locations` defaults to locations spread evenly.
 
     base : the classifier, ``[0, 1]`` images ``(N, C, H, W)`` -> logits; fill : the constant value of removed
-    pixels (``"black"``, a number, a per-channel tensor); chunk_size : images per call of ``base`` (bounds
+    pixels (``"black"``, a number, a per-channel tensor); n_grad : copies the surrogate averages (spread
+    evenly over :meth:`copy_masks`; ``None``: all of them); chunk_size : images per call of ``base`` (bounds
     memory; results do not depend on it in eval mode).
     """
 
-    def __init__(self, base: nn.Module, *, fill: object = "black", chunk_size: int = 2048) -> None:
+    def __init__(self, base: nn.Module, *, fill: object = "black", n_grad: int | None = None,
+                 chunk_size: int = 2048) -> None:
         super().__init__(base)
         self.fill = check_constant_fill(fill)
+        self.n_grad = None if n_grad is None else positive_int(n_grad, "n_grad")
         self.chunk_size = positive_int(chunk_size, "chunk_size")
 
     # ---- the masked copies, batched
@@ -168,13 +171,20 @@ class Certifier(Defense):
     # ---- interface
 
     def copy_masks(self, h: int, w: int) -> Tensor:
-        """Keep masks ``(M, 1, H, W)`` of the copies :meth:`forward` averages."""
+        """Keep masks ``(M, 1, H, W)`` of the single-mask copies the decision is built from."""
         raise NotImplementedError
+
+    def surrogate_masks(self, h: int, w: int) -> Tensor:
+        """The copies :meth:`forward` averages: all of :meth:`copy_masks`, or ``n_grad`` spread evenly."""
+        keep = self.copy_masks(h, w)
+        if self.n_grad is None or self.n_grad >= keep.shape[0]:
+            return keep
+        return keep[torch.linspace(0, keep.shape[0] - 1, self.n_grad).round().long()]
 
     def forward(self, x: Tensor) -> Tensor:
         """Differentiable surrogate of the vote: ``log(mean_m softmax(f(copy_m)))`` ``(N, K)``."""
         x = self._check(x)
-        return log_mean_softmax(self.masked_logits(x, self.copy_masks(x.shape[2], x.shape[3])), dim=1)
+        return log_mean_softmax(self.masked_logits(x, self.surrogate_masks(x.shape[2], x.shape[3])), dim=1)
 
     def certify(self, x: Tensor, patch_sizes: int | Sequence[int]) -> Certificate:
         raise NotImplementedError

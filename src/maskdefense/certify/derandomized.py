@@ -45,8 +45,8 @@ class DerandomizedSmoothing(Certifier):
     """
 
     def __init__(self, base: nn.Module, *, mode: str = "column", band: int = 4, threshold: float = 0.2,
-                 fill: object = "black", chunk_size: int = 2048) -> None:
-        super().__init__(base, fill=fill, chunk_size=chunk_size)
+                 fill: object = "black", n_grad: int | None = None, chunk_size: int = 2048) -> None:
+        super().__init__(base, fill=fill, n_grad=n_grad, chunk_size=chunk_size)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if isinstance(band, bool) or not isinstance(band, int) or band < 1:
@@ -106,4 +106,5 @@ class DerandomizedSmoothing(Certifier):
 
     def config(self) -> dict[str, object]:
         return {"certifier": "ds", "mode": self.mode, "band": self.band, "threshold": self.threshold,
+                "n_grad": self.n_grad,
                 "fill": self.fill.tolist() if isinstance(self.fill, Tensor) else self.fill}

@@ -89,15 +89,13 @@ class GridCertifier(Certifier):
     larger mask sets.
     """
 
-    def __init__(self, base: nn.Module, *, cell: int, rate: float, fill: object = "black", n_grad: int = 64,
+    def __init__(self, base: nn.Module, *, cell: int, rate: float, fill: object = "black", n_grad: int | None = 64,
                  max_masks: int = 100_000, chunk_size: int = 2048) -> None:
-        super().__init__(base, fill=fill, chunk_size=chunk_size)
+        super().__init__(base, fill=fill, n_grad=n_grad, chunk_size=chunk_size)
         self.cell, self.rate = _check_cell(cell), _check_rate(rate)
-        if isinstance(n_grad, bool) or not isinstance(n_grad, int) or n_grad < 1:
-            raise ValueError(f"n_grad must be an int >= 1, got {n_grad!r}")
-        self.n_grad, self.max_masks = n_grad, max_masks
+        self.max_masks = max_masks
 
-    def keep_masks(self, h: int, w: int) -> Tensor:
+    def copy_masks(self, h: int, w: int) -> Tensor:
         """Every mask of the set as a pixel keep mask ``(C(G, r), 1, H, W)``."""
         gh, gw = grid_shape((h, w), self.cell)
         r = cells_removed(self.rate, gh * gw)
@@ -107,11 +105,6 @@ class GridCertifier(Certifier):
             raise ValueError(f"grid certificate: {e}; use larger cells or a rate nearer 0 or 1") from None
         return upsample_mask(cm, self.cell)
 
-    def copy_masks(self, h: int, w: int) -> Tensor:
-        keep = self.keep_masks(h, w)
-        idx = torch.linspace(0, keep.shape[0] - 1, min(self.n_grad, keep.shape[0])).round().long()
-        return keep[idx]
-
     def passes(self, h: int, w: int) -> int:
         gh, gw = grid_shape((h, w), self.cell)
         return math.comb(gh * gw, cells_removed(self.rate, gh * gw))
@@ -120,14 +113,14 @@ class GridCertifier(Certifier):
     def copy_votes(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(N, M, K)`` one-hot votes of every mask, and the keep masks."""
         x = self._check(x)
-        keep = self.keep_masks(x.shape[2], x.shape[3])
+        keep = self.copy_masks(x.shape[2], x.shape[3])
         logits = self.masked_logits(x, keep)
         return torch.nn.functional.one_hot(logits.argmax(dim=2), logits.shape[2]), keep
 
     @torch.no_grad()
     def predict(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         x = self._check(x)
-        return top_class(count_votes(self.masked_logits(x, self.keep_masks(x.shape[2], x.shape[3]))))
+        return top_class(count_votes(self.masked_logits(x, self.copy_masks(x.shape[2], x.shape[3]))))
 
     @torch.no_grad()
     def margins(self, x: Tensor, patch: int) -> tuple[Tensor, Tensor]:

@@ -63,8 +63,8 @@ class PatchCleanser(Certifier):
     """
 
     def __init__(self, base: nn.Module, *, patch: int, k: int | None = 6, stride: int | None = None,
-                 fill: object = "black", chunk_size: int = 2048) -> None:
-        super().__init__(base, fill=fill, chunk_size=chunk_size)
+                 fill: object = "black", n_grad: int | None = None, chunk_size: int = 2048) -> None:
+        super().__init__(base, fill=fill, n_grad=n_grad, chunk_size=chunk_size)
         if stride is not None:
             k = None
         if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
@@ -146,7 +146,7 @@ class PatchCleanser(Certifier):
         return weakest(score, patch_locations((h, w), patch), count)
 
     def config(self) -> dict[str, object]:
-        return {"certifier": "pc", "patch": self.patch, "k": self.k, "stride": self.stride,
+        return {"certifier": "pc", "patch": self.patch, "k": self.k, "stride": self.stride, "n_grad": self.n_grad,
                 "fill": self.fill.tolist() if isinstance(self.fill, Tensor) else self.fill}
 
 
