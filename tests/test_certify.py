@@ -343,3 +343,29 @@ def test_certify_command_runs_and_resumes(tmp_path, capsys):
     assert main([*argv[:-2], "--patch", "3", "--out", str(out)]) == 2
     assert "another configuration" in capsys.readouterr().err
     assert main(["certify", "--list"]) == 0 and "grid" in capsys.readouterr().out
+
+
+def test_reproduce_certify_quick(tmp_path, capsys):
+    """The study on the digits: every certifier's row, the soundness check at zero broken certificates, the
+    overview beside it; a rerun reuses the models and the records."""
+    from maskdefense.cli import main
+
+    importlib.import_module("maskdefense.papers.certify")  # its presets, when the package is not reinstalled
+    out, runs = tmp_path / "results" / "certify-quick", tmp_path / "runs"
+    argv = ["reproduce", "certify", "--quick", "--runs-dir", str(runs), "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = {r["run"]: r for r in data["rows"]}
+    assert set(rows) == {"ds-column", "ds-block", "pc-p1", "pc-p2", "grid-mad", "grid-cert"}
+    assert rows["ds-column"]["passes"] == 8 and rows["grid-mad"]["passes"] == 1820 and rows["pc-p2"]["passes"] == 45
+    assert rows["grid-mad"]["certified_2"] == 0.0  # MAD's rate 3/4 cannot certify a 2x2 patch
+    assert "certified_2" not in rows["pc-p1"]  # a mask set certifies its own size and smaller ones
+    assert all(r["certified_broken"] == 0 for r in rows.values() if r["certified_attacked"] is not None)
+    assert any(r["uncertified_broken"] for r in rows.values() if r["uncertified_broken"] is not None)
+    readme = (out / "README.md").read_text()
+    assert "certified broken" in readme and "can certify?" in readme and (out / "certified_vs_patch.png").is_file()
+    assert "certify-quick" in (tmp_path / "results" / "certify" / "README.md").read_text()
+    stamp = (out / "ds-column" / "records.jsonl").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "ds-column" / "records.jsonl").stat().st_mtime_ns == stamp  # nothing recomputed
+    assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
