@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
-from ..spec import SpecError, parse_params
+from ..spec import SpecError
 from .base import Certifier
 
 __all__ = ["CERTIFIERS", "parse_certifier_spec", "build_certifier"]
@@ -53,12 +53,7 @@ CERTIFIERS.add("grid", _grid, "majority vote over every grid mask removing round
 
 def parse_certifier_spec(text: str) -> tuple[str, dict[str, Any]]:
     """``"ds:mode=column,band=4"`` -> ``("ds", {"mode": "column", "band": 4})``."""
-    if not isinstance(text, str) or not text.strip():
-        raise SpecError("empty certifier spec")
-    name, _, rest = text.strip().partition(":")
-    name = name.strip().lower()
-    CERTIFIERS.entry(name)  # UnknownNameError with suggestions
-    return name, parse_params(rest, what=f"certifier {name}")
+    return CERTIFIERS.parse_spec(text)
 
 
 def build_certifier(spec: str, base: nn.Module) -> Certifier:
