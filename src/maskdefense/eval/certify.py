@@ -31,19 +31,13 @@ from ..results import markdown_table, pct
 from ..rundir import exclusive
 from ..seeding import derive_seed, seeded
 from ..validation import check_images, check_labels, positive_int
-from .harness import ConfigMismatchError, _config_diff, _progress, config_digest, config_versions, state_hash, tensor_hash
+from .harness import (ConfigMismatchError, _config_diff, _progress, _unpack, config_digest, config_versions, state_hash,
+                      tensor_hash)
 from .records import RecordStore
 
 __all__ = ["certify_dataset", "summarize_certify", "FORMAT"]
 
 FORMAT = "maskdefense-certify-v1"
-
-
-def _unpack(data: Any) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        return data.images, data.labels, {k: getattr(data, k) for k in ("name", "split") if hasattr(data, k)}
-    x, y = data
-    return x, y, {}
 
 
 def certify_dataset(
