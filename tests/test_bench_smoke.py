@@ -193,3 +193,14 @@ def test_bench_sfm_quick(tmp_path):
     for r in record["summary"]:
         assert _positive(r["cost_vs_classifier"]) and _positive(r["parts_vs_sfm"])
         assert sum(r[f"share_{k}"] for k in ("masker", "squeeze", "classifier")) == pytest.approx(1.0)
+
+
+def test_bench_certify_quick(tmp_path):
+    mod = _load("bench_certify")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_certify")
+    assert [r["certifier"] for r in rec["summary"]] == ["ds:mode=column,band=2", "pc:patch=5,k=2",
+                                                       "grid:cell=7,rate=0.875"]
+    for r in record["summary"]:
+        assert _positive(r["certify_vs_floor"]) and isinstance(r["met"], bool)
+    assert [r["passes_per_image"] for r in record["summary"]] == [28, 10, 120]

@@ -121,7 +121,9 @@ def run(args: argparse.Namespace) -> int:
     cell = None if args.no_mask else (args.mask_cell if args.mask_cell is not None else base.train_cell)
     rate = args.mask_rate if args.mask_rate is not None else base.train_rate
     transform = None
-    if cell is not None:
+    if base.ablation is not None and cell is None and args.mask_rate is None and not args.no_mask:
+        transform = base.transform()  # the preset's ablation (a certifier's training input)
+    elif cell is not None:
         from ..ops.masking import GridMask
 
         try:

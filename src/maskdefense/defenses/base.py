@@ -20,7 +20,8 @@ A defense is an ``nn.Module`` with the shape of locuslab/smoothing's ``Smooth``:
   network by default; a defense whose gray-box attacker also knows some of its learned parts (SFM-Defense's
   masker) returns their composition with the base.
 
-Certification (``certify``) comes later, beside ``predict``.
+Certification against patches (``certify`` beside ``predict``) lives in :mod:`maskdefense.certify`, whose
+certifiers are defenses of this interface too.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..spec import SpecError, parse_params
+from ..spec import SpecError
 from .base import Defense, NoDefense
 from ..registry import Registry
 
@@ -142,12 +142,7 @@ DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..
 
 def parse_defense_spec(text: str) -> tuple[str, dict[str, Any]]:
     """``"mad:cell=7,rate=0.75"`` -> ``("mad", {"cell": 7, "rate": 0.75})``."""
-    if not isinstance(text, str) or not text.strip():
-        raise SpecError("empty defense spec")
-    name, _, rest = text.strip().partition(":")
-    name = name.strip().lower()
-    DEFENSES.entry(name)  # UnknownNameError with suggestions
-    return name, parse_params(rest, what=f"defense {name}")
+    return DEFENSES.parse_spec(text)
 
 
 def build_defense(spec: str, base: nn.Module) -> Defense:

@@ -57,11 +57,22 @@ class Preset(_Trains):
     votes: int = 5
     n_eval: int = 1000
     adversarial: dict[str, Any] | None = None  # AdversarialTask's arguments ({"eps": 8/255, "mode": "fast"}); None: plain
+    ablation: dict[str, Any] | None = None  # another training transform, as ops.ablation.make_transform reads it
     differs: tuple[str, ...] = ()
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.ablation is not None and self.train_cell is not None:
+            raise ValueError(f"preset {self.name}: give train_cell (grid masking) or ablation, not both")
+
     def transform(self) -> Any:
-        """MAD's training transform (``GridMask``) of this preset, or ``None`` when it trains unmasked."""
+        """The training transform of this preset: ``ablation`` (a certifier's ablation, e.g.
+        ``{"transform": "band_ablation", "band": 4}``), MAD's ``GridMask`` (``train_cell``), or ``None`` when
+        it trains on clean images."""
+        if self.ablation is not None:
+            from ..ops.ablation import make_transform
+
+            return make_transform(self.ablation)
         if self.train_cell is None:
             return None
         from ..ops.masking import GridMask
