@@ -34,12 +34,12 @@ def _mad(base: nn.Module, **params: Any) -> Defense:
     return MADClassifier(base, **params)
 
 
-def _load(path: Any, what: str) -> nn.Module:
+def _load(path: Any, what: str, component: str = "model") -> nn.Module:
     from ..checkpoint import load_model
 
     if not isinstance(path, str) or not path:
         raise SpecError(f"{what} must be the path of a checkpoint, got {path!r}")
-    return load_model(path)[0].eval()
+    return load_model(path, component=component)[0].eval()
 
 
 def _remix(base: nn.Module, *, inpainter: str, n: int, k: int = 1, reformer: str | None = None, n_grad: int = 8,
@@ -91,6 +91,13 @@ def _sfm(base: nn.Module, *, masker: str, method: str | None = None, n_grad: int
     return SFMDefense(base, net, create_squeezers(method, **params) if method is not None else None, n_grad=n_grad)
 
 
+def _smoothing(base: nn.Module, *, sigma: float, denoiser: str | None = None, **params: Any) -> Defense:
+    from .smoothing import Smoothing
+
+    return Smoothing(base, sigma, denoiser=_load(denoiser, "denoiser", "denoiser") if denoiser is not None else None,
+                     **params)
+
+
 DEFENSES.add("none", _none, "the undefended model")
 DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
              "(remix:inpainter=CKPT,n=3[,k=1,reformer=CKPT,n_grad=8,votes=1])")
@@ -104,6 +111,9 @@ DEFENSES.add("tvm", _tvm, "random pixel dropout + total-variation reconstruction
 DEFENSES.add("sfm", _sfm, "SFM-Defense: a trained sparse feature masker, then squeezers (as squeeze:), then its "
              "classifier (sfm:masker=CKPT[,method=median,size=2,n_grad=8]; CKPT the masker's training run, the "
              "model its component 'classifier')")
+DEFENSES.add("smoothing", _smoothing, "randomized smoothing (Cohen et al.), with a denoiser Denoised Smoothing "
+             "(smoothing:sigma=0.25[,denoiser=CKPT,n=100,n0=100,alpha=0.001,n_grad=8]; CKPT a denoiser training "
+             "run, its component 'denoiser')")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 

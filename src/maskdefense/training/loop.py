@@ -41,12 +41,13 @@ from ..rundir import exclusive
 from ..validation import check_images, check_labels
 from .config import EpochStats, TrainConfig
 from .predict import accuracy, predict_labels
-from .tasks import ClassificationTask, Task
+from .tasks import ClassificationTask, Task, make_task
 from .tasks.base import describe
 from .transforms import Transform, augment
 
 __all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
-           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "training_key", "sfm_training_key"]
+           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "train_denoiser_on_dataset", "training_key",
+           "sfm_training_key", "denoiser_training_key"]
 
 STATE_FORMAT = "maskdefense-train-state-v2"
 #: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
@@ -346,14 +347,17 @@ def train_on_dataset(
     meta: dict[str, Any] | None = None,
     init_from: str | Path | None = None,
     monitor_test: bool = False,
+    task: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
     folder's lock throughout. ``meta`` is added to the checkpoint's record (e.g. ``{"preset": ...}``, whose
     test setting ``predict`` uses). ``init_from``: a checkpoint of the same architecture to start from
     (fine-tuning; its weights hash joins the training key). ``monitor_test``: also measure test accuracy
-    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). Returns
-    ``(model, metadata)``: the record with the run's metadata."""
+    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). ``task``: how the
+    model is trained (:func:`~maskdefense.training.tasks.make_task`: adversarial training, the Parseval retraction,
+    PCL; ``None``: cross-entropy), part of the training key. Returns ``(model, metadata)``: the record with the
+    run's metadata."""
     from ..checkpoint import load_into
     from ..data import load_dataset
     from ..models import create_model
@@ -370,9 +374,11 @@ def train_on_dataset(
         if init_from is not None:
             init = components_of(load_into(model, init_from))["model"]["weights_sha256"]
         trainer = Trainer(
-            model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir, lock=False,
+            make_task(model, task, transform=transform, num_classes=len(train.classes)), train.tensors(),
+            val.tensors(), config, out_dir=out_dir, lock=False,
             meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
-                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init)},
+                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init,
+                                               task=task)},
             progress=progress, log=log, monitor=test.tensors() if monitor_test else None,
         )
         trainer.fit(resume=resume)
@@ -433,6 +439,72 @@ def train_autoencoder_on_dataset(
         meta.update(test_mse=err["mse"], test_input_mse=err["input_mse"], n_test=len(test))
         save_checkpoint(model, path, meta, run=trainer.run_info())
         return model, read_sidecar(path)
+
+
+def denoiser_training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig, *,
+                          classifier: str, sigma: float, objective: str, init: str | None = None) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_denoiser_on_dataset` run (``classifier``, ``init``: weights
+    hashes of the frozen classifier and of the denoiser training starts from)."""
+    return training_key(dataset, model_name, model_kwargs, config, init=init,
+                        task={"denoiser": {"classifier": classifier, "sigma": float(sigma), "objective": objective}})
+
+
+def train_denoiser_on_dataset(
+    dataset: str,
+    model_name: str,
+    classifier_from: str | Path,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    sigma: float,
+    objective: str = "stability",
+    model_kwargs: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the denoiser ``model_name`` in front of the frozen classifier of the checkpoint ``classifier_from``
+    on Gaussian noise ``sigma`` (:class:`~maskdefense.training.tasks.DenoiserTask`, ``objective`` "stability" or
+    "mse": Denoised Smoothing), starting from the denoiser component of ``init_from`` when given (Salman et al.'s
+    ``--pretrained-denoiser``: an MSE-trained denoiser fine-tuned with the stability objective), validating on the
+    fixed val split; then measure the test split (``test_accuracy``: the classifier on denoised noisy images,
+    ``test_noisy_accuracy``: on the noisy images alone) and write both networks, the components ``"denoiser"``
+    and ``"classifier"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns
+    ``(denoiser, metadata)``."""
+    from ..checkpoint import load_into, load_model
+    from ..data import load_dataset
+    from ..models import create_model
+    from ..seeding import derive_seed, seeded
+    from .tasks import DenoiserTask
+
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        classifier, cmeta = load_model(classifier_from)
+        torch.manual_seed(config.seed)
+        denoiser = create_model(model_name, **{"in_channels": c, "input_size": h, **(model_kwargs or {})})
+        init = None
+        if init_from is not None:
+            init = components_of(load_into(denoiser, init_from, component="denoiser"))["denoiser"]["weights_sha256"]
+        task = DenoiserTask(denoiser, classifier, sigma, objective=objective)
+        key = denoiser_training_key(dataset, model_name, model_kwargs, config, sigma=sigma, objective=objective,
+                                    classifier=components_of(cmeta)["model"]["weights_sha256"], init=init)
+        trainer = Trainer(task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        res = task.validate(test.tensors(), seeded(derive_seed(config.seed, "test noise")))
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update({f"test_{k}": v for k, v in res.items()}, n_test=len(test))
+        save_components(task.networks, path, meta, run=trainer.run_info())
+        return denoiser, read_sidecar(path)
 
 
 def sfm_training_key(dataset: str, classifier_name: str, classifier_kwargs: dict[str, Any] | None,

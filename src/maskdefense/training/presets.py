@@ -48,6 +48,7 @@ class Preset(_Trains):
     precision: str = "fp32"
     channels_last: bool = False
     init: str | None = None  # a preset whose trained model (same seed) training starts from: fine-tuning
+    task: dict[str, Any] | None = None  # how it trains (training.tasks.make_task); None: cross-entropy
     train_cell: int | None = None  # None: no masking at training
     train_rate: float = 0.75
     test_cell: int | None = None
@@ -152,10 +153,38 @@ class SFMPreset(_Trains):
         return create_squeezer(options.pop("name"), **options)
 
 
+@dataclass(frozen=True)
+class DenoiserPreset(_Trains):
+    """A denoiser trained in front of a frozen classifier on Gaussian noise of standard deviation ``sigma``
+    (Denoised Smoothing: :class:`~maskdefense.training.tasks.DenoiserTask`, launched by
+    :func:`~maskdefense.training.loop.train_denoiser_on_dataset`): ``classifier`` names the classifier's preset
+    (same seed), ``objective`` is ``"stability"`` or ``"mse"``, ``init`` a denoiser preset whose trained denoiser
+    training starts from (``None``: from scratch)."""
+
+    name: str
+    dataset: str
+    model: str
+    classifier: str
+    sigma: float
+    objective: str = "stability"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    schedule: str = "none"
+    weight_decay: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
+    differs: tuple[str, ...] = ()
+    description: str = ""
+
+
 PRESETS: Registry[Any] = Registry("preset", plugins=PAPERS)
 
 
-def add_preset(p: Preset | AutoencoderPreset | SFMPreset) -> Any:
+def add_preset(p: Preset | AutoencoderPreset | SFMPreset | DenoiserPreset) -> Any:
     """Register a preset (each paper's module in :mod:`maskdefense.papers` adds its own)."""
     PRESETS.add(p.name, lambda **kw: type(p)(**{**asdict(p), **kw}), p.description)
     return p
