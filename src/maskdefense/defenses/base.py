@@ -20,7 +20,8 @@ A defense is an ``nn.Module`` with the shape of locuslab/smoothing's ``Smooth``:
   network by default; a defense whose gray-box attacker also knows some of its learned parts (SFM-Defense's
   masker) returns their composition with the base.
 
-Certification (``certify``) comes later, beside ``predict``.
+A defense with a certificate has ``certify`` beside ``predict`` (randomized smoothing:
+:class:`~maskdefense.defenses.smoothing.Smoothing`, Cohen et al.'s certified L2 radius).
 """
 
 from __future__ import annotations
