@@ -7,6 +7,8 @@ from maskdefense.validation import InputError
 SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8), "conv_ae": (1, 28)}
 #: Image-to-image networks (reformers, denoisers, inpainters): images in, images of the same shape out.
 IMAGE_TO_IMAGE = {"rednet", "conv_ae"}
+#: Residual denoisers: images in, ``x - noise estimate`` of the same shape out (not clamped to [0, 1]).
+RESIDUAL_DENOISERS = {"dncnn"}
 #: Mask generators: images in, one-channel masks in [0, 1] of the same size out.
 MASKERS = {"attention_unet"}
 #: Part segmenters: images in, per-pixel logits of the background and every part out.
@@ -28,6 +30,8 @@ def test_every_model_maps_images_to_logits_or_images(name):
     if name in IMAGE_TO_IMAGE or name in MASKERS:
         assert out.shape == (3, 1 if name in MASKERS else c, s, s)
         assert float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
+    elif name in RESIDUAL_DENOISERS:
+        assert out.shape == x.shape
     elif name in SEGMENTERS:
         assert out.shape == (3, 1 + m.num_parts, s, s)
     else:

@@ -152,17 +152,17 @@ def test_train_command_trains_a_part_preset(tmp_path, capsys):
 
 def test_adversarial_presets_train_adversarially_under_their_own_key(tmp_path):
     plain = Preset("test-digits-plain", "digits", "digits_cnn", epochs=1)
-    adv = replace(plain, name="test-digits-at", adversarial={"eps": 0.1, "mode": "fast"})
+    adv = replace(plain, name="test-digits-at", task={"name": "adversarial", "eps": 0.1, "mode": "fast"})
     _, pmeta = ensure_model(plain, tmp_path, **QUIET)
     _, ameta = ensure_model(adv, tmp_path, **QUIET)
     assert "task" not in pmeta["training_key"]
-    assert ameta["training_key"]["task"]["adversarial"] == {"mode": "fast", "norm": "linf", "eps": 0.1,
-                                                            "alpha": pytest.approx(0.125), "steps": 1,
-                                                            "random_start": True}
+    assert ameta["training_key"]["task"] == {"name": "adversarial", "eps": 0.1, "mode": "fast"}
+    assert ameta["task"]["attack"] == {"mode": "fast", "norm": "linf", "eps": 0.1, "alpha": pytest.approx(0.125),
+                                       "steps": 1, "random_start": True}
     assert ameta["task"]["task"] == "adversarial" and ameta["weights_sha256"] != pmeta["weights_sha256"]
     for row in ("resnet101", "resnet101_denoise1"):
-        assert create_preset(paper.TABLE6_PRESETS[(row, True)]).adversarial == paper.TABLE6_CPU_AT
-        assert create_preset(paper.TABLE6_PRESETS[(row, False)]).adversarial is None
+        assert create_preset(paper.TABLE6_PRESETS[(row, True)]).task == paper.TABLE6_CPU_AT
+        assert create_preset(paper.TABLE6_PRESETS[(row, False)]).task is None
 
 
 def test_cpu_presets_say_how_they_differ_and_match_the_class_sets():

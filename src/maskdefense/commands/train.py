@@ -94,10 +94,15 @@ def run(args: argparse.Namespace) -> int:
     from ..ops.masking import grid_shape
     from ..rundir import check_output_dir
     from ..training.loop import train_on_dataset
-    from ..training.presets import DEFAULT_MODEL, AutoencoderPreset, PartPreset, Preset, SFMPreset, create_preset
+    from ..training.presets import (DEFAULT_MODEL, AutoencoderPreset, DenoiserPreset, PartPreset, Preset, SFMPreset,
+                                    create_preset)
     from ._common import UserError
 
     preset = create_preset(args.preset) if args.preset else None
+    if isinstance(preset, DenoiserPreset):
+        raise UserError(f"preset {preset.name} trains a denoiser through the frozen model of preset {preset.classifier}: "
+                        "the experiment that uses it trains both into runs/ (maskdefense reproduce mad-table6), or "
+                        "from Python: maskdefense.experiments.common.ensure_model")
     if isinstance(preset, AutoencoderPreset):
         return _train_autoencoder(args, preset)
     if isinstance(preset, SFMPreset):
@@ -138,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         check_output_dir(args.results)
     echo(f"training {model} on {dataset} -> {out}" + (f" with grid masking cell={cell} rate={rate}" if cell else "")
-         + (f" adversarially ({base.adversarial})" if base.adversarial else ""))
+         + (f" with task {base.task}" if base.task else ""))
     _, meta = train_on_dataset(
         dataset, model, config, out_dir=out, model_kwargs=model_kwargs, transform=transform,
         data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
-        init_from=init_from, adversarial=base.adversarial,
+        init_from=init_from, task=base.task,
         # the preset's record (its test-time masking is predict's default) when its masking was kept as it is
         meta={"preset": preset.to_dict()} if preset and args.mask_cell is None and args.mask_rate is None
         and not args.no_mask else None,

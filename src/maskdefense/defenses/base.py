@@ -21,7 +21,8 @@ A defense is an ``nn.Module`` with the shape of locuslab/smoothing's ``Smooth``:
   masker) returns their composition with the base.
 
 Certification against patches (``certify`` beside ``predict``) lives in :mod:`maskdefense.certify`, whose
-certifiers are defenses of this interface too.
+certifiers are defenses of this interface too; randomized smoothing
+(:class:`~maskdefense.defenses.smoothing.Smoothing`) certifies an L2 radius (Cohen et al.) the same way.
 """
 
 from __future__ import annotations

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import betabinom, binom
+from scipy.stats import betabinom
 from torch import Tensor, nn
 
 from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, apply_mask, grid_mask, upsample_mask
 from ..validation import InputError, check_images, positive_int
 from ..ops.eot import log_mean_softmax
-from ..ops.vote import count_votes, top_class
+from ..ops.vote import count_votes, top_class, top_two, top_two_pvalue
 from ..seeding import uniform
 from .base import ABSTAIN, Contract, Defense
 
@@ -328,12 +328,9 @@ class MADClassifier(Defense):
             done_exact = safe.all(dim=1)
             done = done_exact.clone()
             if stop == "test":
-                runner = c.scatter(1, leader[:, None], -1).max(dim=1).values
-                n_a = c_lead[:, 0].cpu().numpy()
-                n_ab = n_a + runner.cpu().numpy()
-                # two-sided p-value of Binomial(n_ab, 1/2) at n_a >= n_ab / 2: 2 * P(X >= n_a), capped at 1
-                p = np.minimum(1.0, 2.0 * binom.sf(n_a - 1, n_ab, 0.5))
-                done_test = torch.from_numpy((p < level) & (n_ab > 0)).to(x.device) & ~done_exact
+                _, n_a, n_b = top_two(c)
+                p = top_two_pvalue(n_a, n_b)
+                done_test = torch.from_numpy(p < level).to(x.device) & ~done_exact
                 stopped[active[done_test]] = STOP_TEST
                 done |= done_test
             if stop == "predictive":

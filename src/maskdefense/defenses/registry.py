@@ -34,12 +34,12 @@ def _mad(base: nn.Module, **params: Any) -> Defense:
     return MADClassifier(base, **params)
 
 
-def _load(path: Any, what: str) -> nn.Module:
+def _load(path: Any, what: str, component: str = "model") -> nn.Module:
     from ..checkpoint import load_model
 
     if not isinstance(path, str) or not path:
         raise SpecError(f"{what} must be the path of a checkpoint, got {path!r}")
-    return load_model(path)[0].eval()
+    return load_model(path, component=component)[0].eval()
 
 
 def _remix(base: nn.Module, *, inpainter: str, n: int, k: int = 1, reformer: str | None = None, n_grad: int = 8,
@@ -119,6 +119,12 @@ def _unmask(base: nn.Module, *, extractor: str, classes: Any, mode: str = "detec
     return UNMASK(base, net.eval(), attribute_matrix(wanted, names, class_parts), mode=mode, threshold=threshold,
                   rule=rule, area_threshold=area_threshold, classes=wanted, parts=names, **extra)
 
+def _smoothing(base: nn.Module, *, sigma: float, denoiser: str | None = None, **params: Any) -> Defense:
+    from .smoothing import Smoothing
+
+    return Smoothing(base, sigma, denoiser=_load(denoiser, "denoiser", "denoiser") if denoiser is not None else None,
+                     **params)
+
 
 DEFENSES.add("none", _none, "the undefended model")
 DEFENSES.add("remix", _remix, "REMIX: optional reformer, random pixel partitions, inpainter "
@@ -137,6 +143,9 @@ DEFENSES.add("unmask", _unmask, "UNMASK: a part extractor's part set against the
              "Jaccard distance d; detect rejects at d >= threshold, defend re-classifies by the parts "
              "(unmask:extractor=CKPT,classes=car+person+train[,mode=detect|defend,threshold=0.7,rule=max|min,"
              "area_threshold=..,temperature=..]; CKPT trained on part data, classes in the model's label order)")
+DEFENSES.add("smoothing", _smoothing, "randomized smoothing (Cohen et al.), with a denoiser Denoised Smoothing "
+             "(smoothing:sigma=0.25[,denoiser=CKPT,n=100,n0=100,alpha=0.001,n_grad=8]; CKPT a denoiser training "
+             "run, its component 'denoiser')")
 DEFENSES.add("mad", _mad, "MAD: random grid masking + majority vote (mad:cell=..,rate=..,n=..,n_grad=..,fill=..)")
 
 

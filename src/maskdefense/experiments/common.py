@@ -9,12 +9,12 @@ from typing import Any, Callable, Iterable
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_components, load_model, read_metadata, read_sidecar
+from ..checkpoint import CheckpointError, components_of, load_components, load_model, read_metadata, read_sidecar
 from ..provenance import atomic_write_json
-from ..training.presets import AutoencoderPreset, PartPreset, Preset, SFMPreset, create_preset
+from ..training.presets import AutoencoderPreset, DenoiserPreset, PartPreset, Preset, SFMPreset, create_preset
 from ..training.loop import (
-    adversarial_training_key, part_training_key, sfm_training_key, train_autoencoder_on_dataset, train_on_dataset,
-    train_on_part_data, train_sfm_on_dataset, training_key,
+    denoiser_training_key, part_training_key, sfm_training_key, train_autoencoder_on_dataset,
+    train_denoiser_on_dataset, train_on_dataset, train_on_part_data, train_sfm_on_dataset, training_key,
 )
 
 
@@ -38,7 +38,8 @@ def ensure_model(
     :func:`~maskdefense.training.loop.train_on_dataset`). An :class:`AutoencoderPreset` gives its trained
     image-to-image network (:func:`~maskdefense.training.loop.train_autoencoder_on_dataset`), a
     :class:`PartPreset` its part extractor or classifier (:func:`~maskdefense.training.loop.train_on_part_data`),
-    a :class:`Preset` with ``adversarial`` its adversarially trained classifier."""
+    a :class:`DenoiserPreset` its denoiser (:func:`~maskdefense.training.loop.train_denoiser_on_dataset`; its
+    classifier's preset, and the denoiser it starts from, got the same way first)."""
     p = create_preset(preset, **overrides) if isinstance(preset, str) else preset
     if isinstance(p, SFMPreset):
         raise TypeError(f"preset {p.name} trains a masker with its classifier: get them with ensure_sfm()")
@@ -61,27 +62,44 @@ def ensure_model(
                                area_threshold=p.area_threshold, data_root=data_root, log=log, progress=progress,
                                meta={"preset": p.to_dict()})
         return load_model(path)
+    if isinstance(p, DenoiserPreset):
+        return _ensure_denoiser(p, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress)
     config, transform = p.train_config(seed=seed), p.transform()
     init_from, init = _ensure_init(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress,
                                    monitor_test=monitor_test)
-    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init) if p.adversarial is None \
-        else adversarial_training_key(p.dataset, p.model, p.model_kwargs, config, p.adversarial, transform, init=init)
+    key = training_key(p.dataset, p.model, p.model_kwargs, config, transform, init=init, task=p.task)
     path = _run_path(p.name, key, runs_dir, seed)
     if path.exists() and "test_accuracy" in read_metadata(path):
         return load_model(path)
     train_on_dataset(p.dataset, p.model, config, out_dir=path.parent, model_kwargs=p.model_kwargs,
                      transform=transform, data_root=data_root, log=log, progress=progress,
-                     meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test,
-                     adversarial=p.adversarial)
+                     meta={"preset": p.to_dict()}, init_from=init_from, monitor_test=monitor_test, task=p.task)
     return load_model(path)  # with the checkpoint's sha256 in its metadata
 
 
-def _ensure_init(init: str | None, runs_dir: str | Path, **kw: Any) -> tuple[Path | None, str | None]:
-    """The checkpoint path and weights hash of the model of preset ``init`` (trained if needed), or ``None``s."""
+def _ensure_init(init: str | None, runs_dir: str | Path, component: str = "model",
+                 **kw: Any) -> tuple[Path | None, str | None]:
+    """The checkpoint path and weights hash (of its network ``component``) of the model of preset ``init``
+    (trained if needed), or ``None``s."""
     if init is None:
         return None, None
     _, meta = ensure_model(init, runs_dir, **kw)
-    return Path(meta["path"]), meta["weights_sha256"]
+    return Path(meta["path"]), components_of(meta)[component]["weights_sha256"]
+
+
+def _ensure_denoiser(p: DenoiserPreset, runs_dir: str | Path, *, seed: int, **kw: Any) -> tuple[nn.Module, dict[str, Any]]:
+    classifier_path, classifier = _ensure_init(p.classifier, runs_dir, seed=seed, **kw)
+    init_from, init = _ensure_init(p.init, runs_dir, "denoiser", seed=seed, **kw)
+    assert classifier_path is not None and classifier is not None
+    config = p.train_config(seed=seed)
+    key = denoiser_training_key(p.dataset, p.model, p.model_kwargs, config, classifier=classifier, sigma=p.sigma,
+                                objective=p.objective, init=init)
+    path = _run_path(p.name, key, runs_dir, seed)
+    if not (path.exists() and "test_accuracy" in read_metadata(path)):
+        train_denoiser_on_dataset(p.dataset, p.model, classifier_path, config, out_dir=path.parent, sigma=p.sigma,
+                                  objective=p.objective, model_kwargs=p.model_kwargs, init_from=init_from,
+                                  meta={"preset": p.to_dict()}, **kw)
+    return load_model(path, component="denoiser")
 
 
 def ensure_sfm(

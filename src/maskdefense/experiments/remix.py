@@ -81,27 +81,23 @@ def _quick_presets() -> dict[str, AutoencoderPreset]:
     }
 
 
-def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
-                   data_root: Any = None, log: Log = print,
-                   n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The classifier and the five defenses of Figure 2 (training what is missing; MagNet's thresholds set on
-    the clean validation split). Returns ``(defenses, record, val)``: name -> defense, what was used, and the
-    validation split the thresholds were set on."""
+def build_magnet(dataset: str, base: Any, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
+                 data_root: Any = None, log: Log = print) -> tuple[MagNet, dict[str, Any], Any]:
+    """MagNet around the classifier ``base`` for ``dataset`` (the digits stand-in when ``quick``): its
+    autoencoders (trained if missing), detectors and reformer as in :mod:`maskdefense.papers.remix`, the
+    thresholds set on the clean validation split. Returns ``(magnet, record, val)``: the defense, what was used,
+    and the validation split."""
     ds = "digits" if quick else dataset
     get = lambda p: ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)  # noqa: E731
-    base, bck = get(create_preset(CLASSIFIER[ds], **({"epochs": 3} if quick else {})))
     if quick:
         qp = _quick_presets()
         aes = {"I": get(qp["magnet-I"]), "II": get(qp["magnet-II"])}
-        reformer, inpainter = get(qp["reformer"]), get(qp["inpainter"])
         spec_ds = "mnist"
     else:
         roles = {role for role, _, _ in MAGNET_DETECTORS[dataset].values()} | {MAGNET_REFORMER[dataset]}
         aes = {r: get(magnet_preset(r, dataset)) for r in sorted(roles)}
-        reformer, inpainter = get(f"remix-reformer-{dataset}-cpu"), get(f"remix-inpainter-{dataset}-cpu")
         spec_ds = dataset
-    base.eval()
-    for m, _ in (*aes.values(), reformer, inpainter):
+    for m, _ in aes.values():
         m.eval()
     detectors = {}
     for name, (role, kind, param) in MAGNET_DETECTORS[spec_ds].items():
@@ -111,17 +107,40 @@ def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = 
     magnet = MagNet(base, reformer=aes[MAGNET_REFORMER[spec_ds]][0], detectors=detectors).eval()
     val = load_dataset(ds, "val", root=data_root)
     thresholds = magnet.calibrate(val.images, MAGNET_FPR[spec_ds])
-    n = N_MASKS[spec_ds]
+    record = {"magnet_autoencoders": {r: m for r, (_, m) in aes.items()}, "magnet_thresholds": thresholds,
+              "magnet_fpr": MAGNET_FPR[spec_ds], "n_val": len(val)}
+    return magnet, record, val
+
+
+def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
+                   data_root: Any = None, log: Log = print,
+                   n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The classifier and the five defenses of Figure 2 (training what is missing; MagNet's thresholds set on
+    the clean validation split). Returns ``(defenses, record, val)``: name -> defense, what was used, and the
+    validation split the thresholds were set on."""
+    ds = "digits" if quick else dataset
+    get = lambda p: ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)  # noqa: E731
+    base, bck = get(create_preset(CLASSIFIER[ds], **({"epochs": 3} if quick else {})))
+    base.eval()
+    magnet, mrecord, val = build_magnet(dataset, base, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
+                                        log=log)
+    if quick:
+        qp = _quick_presets()
+        reformer, inpainter = get(qp["reformer"]), get(qp["inpainter"])
+    else:
+        reformer, inpainter = get(f"remix-reformer-{dataset}-cpu"), get(f"remix-inpainter-{dataset}-cpu")
+    for m, _ in (reformer, inpainter):
+        m.eval()
+    n = N_MASKS["mnist" if quick else dataset]
     defenses = {
         "none": NoDefense(base).eval(),
-        "magnet-reformer": MagNet(base, reformer=aes[MAGNET_REFORMER[spec_ds]][0]).eval(),
+        "magnet-reformer": MagNet(base, reformer=magnet.reformer).eval(),
         "magnet": magnet,
         "remix": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, n_grad=n_grad).eval(),
         "remix+reformer": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, reformer=reformer[0], n_grad=n_grad).eval(),
     }
-    record = {"classifier": bck, "magnet_autoencoders": {r: m for r, (_, m) in aes.items()},
-              "remix_reformer": reformer[1], "remix_inpainter": inpainter[1], "magnet_thresholds": thresholds,
-              "magnet_fpr": MAGNET_FPR[spec_ds], "n_val": len(val), "n_masks": n, "k": K_ROUNDS}
+    record = {"classifier": bck, **mrecord, "remix_reformer": reformer[1], "remix_inpainter": inpainter[1],
+              "n_masks": n, "k": K_ROUNDS}
     return defenses, record, val
 
 

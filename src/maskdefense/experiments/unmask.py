@@ -159,7 +159,7 @@ def _t6_presets(quick: bool) -> dict[tuple[str, bool], Preset]:
     return {(row, adv): Preset(f"unmask-digits-{row.replace('_', '-')}{'-at' if adv else ''}-quick", "digits",
                                "resnet18_denoise1" if row.endswith("denoise1") else "resnet18",
                                model_kwargs={"width": 0.125, "mean": None, "std": None}, epochs=1, batch_size=64,
-                               optimizer="sgd", lr=0.05, adversarial={"eps": 0.1, "mode": "fast"} if adv else None)
+                               optimizer="sgd", lr=0.05, task={"name": "adversarial", "eps": 0.1, "mode": "fast"} if adv else None)
             for row, adv in TABLE6_PRESETS}
 
 
@@ -244,7 +244,7 @@ def table6_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_di
                           "message": f"FGSM accuracy {pct(r['fgsm8'])} is far above PGD's {pct(r['pgd8'])} at the same "
                                      "eps: the fast adversarial training overfitted to FGSM"})
     meta.update(study="unmask-table6", dataset=ds, n_images=n, attacks=[s.to_dict() for s in specs],
-                adversarial_training=presets[("resnet101", True)].adversarial,
+                adversarial_training=presets[("resnet101", True)].task,
                 at_epochs=presets[("resnet101", True)].epochs, plain_epochs=presets[("resnet101", False)].epochs,
                 thesis=TABLE6, thesis_settings=TABLE6_SETTINGS,
                 models=_keep_records(out, models), budget_check=budget_rows, flags=flags,

@@ -16,7 +16,7 @@ denoisers, inpainters) in :mod:`.autoencoders`, the mask generators in :mod:`.ma
 from __future__ import annotations
 
 from ..registry import UnknownNameError
-from .autoencoders import ConvAutoencoder, REDNet
+from .autoencoders import ConvAutoencoder, DnCNN, REDNet
 from .blocks import DENOISE_MODES, NonLocalDenoise
 from .classifiers import (CIFAR_MEAN, CIFAR_STD, VGG, BasicBlock, Bottleneck, DigitsCNN, ImageClassifier, LeNet5,
                           Normalize, ResNet)
@@ -27,6 +27,6 @@ from .segmenters import PartUNet
 __all__ = [
     "MODELS", "ModelRegistry", "create_model", "list_models", "register", "Normalize", "ImageClassifier",
     "LeNet5", "DigitsCNN", "VGG", "ResNet", "BasicBlock", "Bottleneck", "CIFAR_MEAN", "CIFAR_STD",
-    "UnknownNameError", "REDNet", "ConvAutoencoder", "AttentionUNetMasker", "apply_masker", "NonLocalDenoise",
+    "UnknownNameError", "REDNet", "ConvAutoencoder", "DnCNN", "AttentionUNetMasker", "apply_masker", "NonLocalDenoise",
     "DENOISE_MODES", "PartUNet",
 ]

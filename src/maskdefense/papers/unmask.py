@@ -219,9 +219,9 @@ for _set in CLASS_SETS:
 #: Table 6 on this CPU: adversarial training with Wong et al.'s "fast" FGSM with a random start (one attack step
 #: per batch, ~2x a plain step; PGD-10 would be ~6x) at eps 8/255, where it is known to train without catastrophic
 #: overfitting; the thesis trains with PGD at eps 10 (its evaluation budget, kept for the test).
-TABLE6_CPU_AT = {"eps": 8 / 255, "mode": "fast"}
+TABLE6_CPU_AT = {"name": "adversarial", "eps": 8 / 255, "mode": "fast"}
 TABLE6_CPU_AT_EPOCHS = 6
-TABLE6_FULL_AT = {"eps": 10 / 255, "mode": "pgd", "steps": 7}
+TABLE6_FULL_AT = {"name": "adversarial", "eps": 10 / 255, "mode": "pgd", "steps": 7}
 #: Table 6's models on this CPU: (row, adversarially trained) -> preset. The plain ResNet-18/2 is the recipe's.
 TABLE6_PRESETS = {("resnet101", False): "resnet18-cifar10-cpu",
                   ("resnet101_denoise1", False): "unmask-cifar10-resnet18-denoise1-cpu",
@@ -241,13 +241,13 @@ for _model, _kw, _row, _what in (("resnet18_half", {}, "resnet101", "ResNet-18/2
                                    "ResNet-18/2 with one denoising block after stage 3")):
     add_preset(Preset(
         TABLE6_PRESETS[(_row, True)], "cifar10", _model, model_kwargs=_kw, epochs=TABLE6_CPU_AT_EPOCHS, n_eval=1000,
-        adversarial=TABLE6_CPU_AT, **CPU_RECIPE, differs=(*_T6_SIZE, *_T6_AT, *CPU_RECIPE_DIFFERS),
+        task=TABLE6_CPU_AT, **CPU_RECIPE, differs=(*_T6_SIZE, *_T6_AT, *CPU_RECIPE_DIFFERS),
         description=f"Table 6, adversarial training at CPU size: {_what} (the thesis' {_row} row)"))
 for _model, _row in (("resnet101", "resnet101"), ("resnet101_denoise1", "resnet101_denoise1")):
     for _adv in (None, TABLE6_FULL_AT):
         add_preset(Preset(
             f"unmask-cifar10-{_row.replace('_', '-')}{'-at' if _adv else ''}-full", "cifar10", _model, epochs=90,
-            batch_size=60, optimizer="sgd", lr=0.005, momentum=0.9, n_eval=10000, adversarial=_adv,
+            batch_size=60, optimizer="sgd", lr=0.005, momentum=0.9, n_eval=10000, task=_adv,
             differs=("a constant learning rate (the thesis decays it by 10% every 30 epochs; no step schedule here)",
                      "90 epochs (the thesis gives no count)")
             + (("PGD with 7 steps of 2.5 eps / 7 (the reference code's training steps; the thesis gives none)",)

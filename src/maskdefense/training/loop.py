@@ -41,13 +41,13 @@ from ..rundir import exclusive
 from ..validation import check_images
 from .config import EpochStats, TrainConfig
 from .predict import accuracy, predict_labels
-from .tasks import AdversarialTask, ClassificationTask, SegmentationTask, Task
+from .tasks import ClassificationTask, SegmentationTask, Task, make_task
 from .tasks.base import describe
 from .transforms import Transform
 
 __all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
-           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "train_on_part_data", "training_key",
-           "sfm_training_key", "adversarial_training_key", "part_training_key", "PART_TASKS"]
+           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "train_denoiser_on_dataset", "train_on_part_data",
+           "training_key", "sfm_training_key", "denoiser_training_key", "part_training_key", "PART_TASKS"]
 
 STATE_FORMAT = "maskdefense-train-state-v2"
 #: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
@@ -335,16 +335,6 @@ def training_key(dataset: str | Mapping[str, Any], model_name: str, model_kwargs
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
-def adversarial_training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None,
-                             config: TrainConfig, adversarial: Mapping[str, Any], transform: Transform | None = None,
-                             limit: int | None = None, init: str | None = None) -> dict[str, Any]:
-    """The :func:`training_key` of a model adversarially trained by :func:`train_on_dataset`: its inner attack
-    (:meth:`~maskdefense.training.tasks.AdversarialTask.attack_settings` of ``adversarial``) is the task."""
-    attack = AdversarialTask.attack_settings(**adversarial)
-    return training_key(dataset, model_name, model_kwargs, config, transform, limit, init,
-                        task={"adversarial": attack})
-
-
 def train_on_dataset(
     dataset: str,
     model_name: str,
@@ -361,17 +351,17 @@ def train_on_dataset(
     meta: dict[str, Any] | None = None,
     init_from: str | Path | None = None,
     monitor_test: bool = False,
-    adversarial: Mapping[str, Any] | None = None,
+    task: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
     folder's lock throughout. ``meta`` is added to the checkpoint's record (e.g. ``{"preset": ...}``, whose
     test setting ``predict`` uses). ``init_from``: a checkpoint of the same architecture to start from
     (fine-tuning; its weights hash joins the training key). ``monitor_test``: also measure test accuracy
-    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). ``adversarial``:
-    train adversarially, the keyword arguments of :class:`~maskdefense.training.tasks.AdversarialTask`
-    (``{"eps": 8 / 255, "mode": "fast"}``; its attack joins the training key). Returns ``(model, metadata)``:
-    the record with the run's metadata."""
+    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). ``task``: how the
+    model is trained (:func:`~maskdefense.training.tasks.make_task`: adversarial training, the Parseval retraction,
+    PCL; ``None``: cross-entropy), part of the training key. Returns ``(model, metadata)``: the record with the
+    run's metadata."""
     from ..checkpoint import load_into
     from ..data import load_dataset
     from ..models import create_model
@@ -387,13 +377,12 @@ def train_on_dataset(
         init = None
         if init_from is not None:
             init = components_of(load_into(model, init_from))["model"]["weights_sha256"]
-        task = AdversarialTask(model, transform=transform, **adversarial) if adversarial is not None \
-            else ClassificationTask(model, transform=transform)
-        key = training_key(dataset, model_name, model_kwargs, config, transform, limit, init) if adversarial is None \
-            else adversarial_training_key(dataset, model_name, model_kwargs, config, adversarial, transform, limit, init)
         trainer = Trainer(
-            task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False,
-            meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val), "training_key": key},
+            make_task(model, task, transform=transform, num_classes=len(train.classes)), train.tensors(),
+            val.tensors(), config, out_dir=out_dir, lock=False,
+            meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init,
+                                               task=task)},
             progress=progress, log=log, monitor=test.tensors() if monitor_test else None,
         )
         trainer.fit(resume=resume)
@@ -454,6 +443,72 @@ def train_autoencoder_on_dataset(
         meta.update(test_mse=err["mse"], test_input_mse=err["input_mse"], n_test=len(test))
         save_checkpoint(model, path, meta, run=trainer.run_info())
         return model, read_sidecar(path)
+
+
+def denoiser_training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig, *,
+                          classifier: str, sigma: float, objective: str, init: str | None = None) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_denoiser_on_dataset` run (``classifier``, ``init``: weights
+    hashes of the frozen classifier and of the denoiser training starts from)."""
+    return training_key(dataset, model_name, model_kwargs, config, init=init,
+                        task={"denoiser": {"classifier": classifier, "sigma": float(sigma), "objective": objective}})
+
+
+def train_denoiser_on_dataset(
+    dataset: str,
+    model_name: str,
+    classifier_from: str | Path,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    sigma: float,
+    objective: str = "stability",
+    model_kwargs: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the denoiser ``model_name`` in front of the frozen classifier of the checkpoint ``classifier_from``
+    on Gaussian noise ``sigma`` (:class:`~maskdefense.training.tasks.DenoiserTask`, ``objective`` "stability" or
+    "mse": Denoised Smoothing), starting from the denoiser component of ``init_from`` when given (Salman et al.'s
+    ``--pretrained-denoiser``: an MSE-trained denoiser fine-tuned with the stability objective), validating on the
+    fixed val split; then measure the test split (``test_accuracy``: the classifier on denoised noisy images,
+    ``test_noisy_accuracy``: on the noisy images alone) and write both networks, the components ``"denoiser"``
+    and ``"classifier"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns
+    ``(denoiser, metadata)``."""
+    from ..checkpoint import load_into, load_model
+    from ..data import load_dataset
+    from ..models import create_model
+    from ..seeding import derive_seed, seeded
+    from .tasks import DenoiserTask
+
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        classifier, cmeta = load_model(classifier_from)
+        torch.manual_seed(config.seed)
+        denoiser = create_model(model_name, **{"in_channels": c, "input_size": h, **(model_kwargs or {})})
+        init = None
+        if init_from is not None:
+            init = components_of(load_into(denoiser, init_from, component="denoiser"))["denoiser"]["weights_sha256"]
+        task = DenoiserTask(denoiser, classifier, sigma, objective=objective)
+        key = denoiser_training_key(dataset, model_name, model_kwargs, config, sigma=sigma, objective=objective,
+                                    classifier=components_of(cmeta)["model"]["weights_sha256"], init=init)
+        trainer = Trainer(task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        res = task.validate(test.tensors(), seeded(derive_seed(config.seed, "test noise")))
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update({f"test_{k}": v for k, v in res.items()}, n_test=len(test))
+        save_components(task.networks, path, meta, run=trainer.run_info())
+        return denoiser, read_sidecar(path)
 
 
 def sfm_training_key(dataset: str, classifier_name: str, classifier_kwargs: dict[str, Any] | None,

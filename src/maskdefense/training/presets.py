@@ -14,26 +14,12 @@ from ..registry import PAPERS, Registry
 from .config import TrainConfig
 
 
+@dataclass(frozen=True, kw_only=True)
 class _Trains:
-    """What every preset shares: its record, and the training configuration of the
-    :class:`~maskdefense.training.config.TrainConfig` fields it sets."""
+    """What every preset shares: the :class:`~maskdefense.training.config.TrainConfig` settings it trains with
+    (keyword-only; a kind of preset may change a default), how it differs from its paper, a description, its
+    record, and its training configuration."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    def train_config(self, seed: int = 0) -> Any:
-        """The :class:`~maskdefense.training.config.TrainConfig` of this preset, trained with ``seed`` plus the
-        preset's ``seed_offset`` (a classifier preset's; 0 for the others)."""
-        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
-                           seed=seed + getattr(self, "seed_offset", 0))
-
-
-@dataclass(frozen=True)
-class Preset(_Trains):
-    name: str
-    dataset: str
-    model: str
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "adam"
@@ -48,18 +34,41 @@ class Preset(_Trains):
     hflip: bool = False
     precision: str = "fp32"
     channels_last: bool = False
+    differs: tuple[str, ...] = ()
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def train_config(self, seed: int = 0) -> Any:
+        """The :class:`~maskdefense.training.config.TrainConfig` of this preset, trained with ``seed`` plus the
+        preset's ``seed_offset`` (a classifier preset's; 0 for the others)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)},
+                           seed=seed + getattr(self, "seed_offset", 0))
+
+
+@dataclass(frozen=True)
+class Preset(_Trains):
+    """A classifier: ``model`` (with ``model_kwargs``) trained on ``dataset``; ``task`` how
+    (:func:`~maskdefense.training.tasks.make_task`: adversarial training, Parseval, PCL; ``None``:
+    cross-entropy); MAD's grid masking at training (``train_cell``, ``train_rate``) and test (``test_cell``,
+    ``test_rate``, ``votes``), or a certifier's ``ablation``; ``init`` fine-tunes the trained model of another
+    preset (same seed); ``seed_offset`` trains an independent twin (a transfer surrogate)."""
+
+    name: str
+    dataset: str
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     init: str | None = None  # a preset whose trained model (same seed) training starts from: fine-tuning
     seed_offset: int = 0  # added to the seed a model is trained with: an independently trained twin (surrogate)
+    task: dict[str, Any] | None = None  # how it trains (training.tasks.make_task); None: cross-entropy
     train_cell: int | None = None  # None: no masking at training
     train_rate: float = 0.75
     test_cell: int | None = None
     test_rate: float = 0.75
     votes: int = 5
     n_eval: int = 1000
-    adversarial: dict[str, Any] | None = None  # AdversarialTask's arguments ({"eps": 8/255, "mode": "fast"}); None: plain
     ablation: dict[str, Any] | None = None  # another training transform, as ops.ablation.make_transform reads it
-    differs: tuple[str, ...] = ()
-    description: str = ""
 
     def __post_init__(self) -> None:
         if self.ablation is not None and self.train_cell is not None:
@@ -92,16 +101,7 @@ class AutoencoderPreset(_Trains):
     corrupt: dict[str, Any]
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     loss: str = "mse"
-    epochs: int = 10
-    batch_size: int = 256
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "none"
-    weight_decay: float = 0.0
-    precision: str = "fp32"
-    channels_last: bool = False
-    differs: tuple[str, ...] = ()
-    description: str = ""
+    batch_size: int = field(default=256, kw_only=True)
 
     def corruption(self) -> Any:
         """The training corruption: :class:`~maskdefense.training.transforms.GaussianNoise` (clipped to
@@ -138,23 +138,10 @@ class SFMPreset(_Trains):
     masker_kwargs: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] | None = None
     classifier_input: str = "preprocessed"
-    epochs: int = 50
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    schedule: str = "none"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    warmup: float = 0.25
-    label_smoothing: float = 0.0
-    weight_decay_norm: bool = True
-    crop_padding: int = 0
-    hflip: bool = False
-    precision: str = "fp32"
-    channels_last: bool = False
     n_eval: int = 1000
-    differs: tuple[str, ...] = ()
-    description: str = ""
+    epochs: int = field(default=50, kw_only=True)
+    optimizer: str = field(default="sgd", kw_only=True)
+    lr: float = field(default=0.01, kw_only=True)
 
     def preprocessor(self) -> Any:
         """The preprocessing ``T`` (:func:`maskdefense.ops.squeeze.create_squeezer`), or ``None``."""
@@ -180,32 +167,35 @@ class PartPreset(_Trains):
     model: str
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     area_threshold: float = 0.01
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "none"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    warmup: float = 0.25
-    label_smoothing: float = 0.0
-    weight_decay_norm: bool = True
-    crop_padding: int = 0
-    hflip: bool = False
-    precision: str = "fp32"
-    channels_last: bool = False
-    differs: tuple[str, ...] = ()
-    description: str = ""
 
     def __post_init__(self) -> None:
         if self.task not in ("segment", "classify"):
             raise ValueError(f"preset {self.name}: task must be 'segment' or 'classify', got {self.task!r}")
 
 
+@dataclass(frozen=True)
+class DenoiserPreset(_Trains):
+    """A denoiser trained in front of a frozen classifier on Gaussian noise of standard deviation ``sigma``
+    (Denoised Smoothing: :class:`~maskdefense.training.tasks.DenoiserTask`, launched by
+    :func:`~maskdefense.training.loop.train_denoiser_on_dataset`): ``classifier`` names the classifier's preset
+    (same seed), ``objective`` is ``"stability"`` or ``"mse"``, ``init`` a denoiser preset whose trained denoiser
+    training starts from (``None``: from scratch)."""
+
+    name: str
+    dataset: str
+    model: str
+    classifier: str
+    sigma: float
+    objective: str = "stability"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
+    batch_size: int = field(default=256, kw_only=True)
+
+
 PRESETS: Registry[Any] = Registry("preset", plugins=PAPERS)
 
 
-def add_preset(p: Preset | AutoencoderPreset | SFMPreset | PartPreset) -> Any:
+def add_preset(p: Preset | AutoencoderPreset | SFMPreset | PartPreset | DenoiserPreset) -> Any:
     """Register a preset (each paper's module in :mod:`maskdefense.papers` adds its own)."""
     PRESETS.add(p.name, lambda **kw: type(p)(**{**asdict(p), **kw}), p.description)
     return p
