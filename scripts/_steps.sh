@@ -9,11 +9,16 @@ PY=${PY:-.venv/bin/python}
 MD=${MD:-.venv/bin/maskdefense}
 
 run_steps() {
-  local steps=("$@") s
+  # a finished step leaves runs/steps/<script>-<step>.done and is skipped afterwards (FORCE=1 reruns it)
+  local steps=("$@") s mark
   [ ${#steps[@]} -gt 0 ] || steps=("${DEFAULT_STEPS[@]}")
+  mkdir -p runs/steps
   for s in "${steps[@]}"; do
+    mark=runs/steps/$(basename "$0" .sh)-$s.done
+    if [ -f "$mark" ] && [ -z "${FORCE:-}" ]; then echo "=== $s: done $(cat "$mark") (FORCE=1 reruns it)"; continue; fi
     echo "=== $s $(date -u +%FT%TZ)"
     step "$s"
+    date -u +%FT%TZ > "$mark"
   done
   echo "=== done $(date -u +%FT%TZ)"
 }
