@@ -70,6 +70,16 @@ def timer() -> float:
     return time.perf_counter()
 
 
+def timed_no_grad(fn: Callable[[], Any]) -> Timed:
+    """A timed method running ``fn`` once under ``torch.no_grad()`` (inference)."""
+    def run() -> float:
+        with torch.no_grad():
+            t0 = timer()
+            fn()
+            return timer() - t0
+    return run
+
+
 def interleaved(methods: dict[str, Timed], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Warm up every method, then alternate them for ``repeats`` rounds (order reversed every other
     round). Returns the list of measured seconds per method."""

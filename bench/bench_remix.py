@@ -55,18 +55,10 @@ def make_methods(dataset: str, images: int, seed: int, quick: bool) -> tuple[dic
     x = torch.rand(images, *shape, generator=g)
     xn = torch.rand(images * n, *shape, generator=g)
 
-    def timed(fn):
-        def run() -> float:
-            with torch.no_grad():
-                t0 = C.timer()
-                fn()
-                return C.timer() - t0
-        return run
-
     methods = {
-        "classifier": timed(lambda: clf(x).argmax(1)),
-        "floor": timed(lambda: (reformer(x), inpainter(xn), clf(x).argmax(1))),
-        "remix": timed(lambda: remix.predict(x, generator=g)),
+        "classifier": C.timed_no_grad(lambda: clf(x).argmax(1)),
+        "floor": C.timed_no_grad(lambda: (reformer(x), inpainter(xn), clf(x).argmax(1))),
+        "remix": C.timed_no_grad(lambda: remix.predict(x, generator=g)),
     }
     return methods, {"classifier": clf_name, "autoencoder": {"model": ae.model, **kw}, "n": n, "shape": list(shape)}
 

@@ -12,17 +12,14 @@
 #   sweeps   Tables 1-3 (trains the rate and cell models: 4 x ~25 minutes, then gray-box attacks)
 #   archive  the training records of the models behind each result into its folder's checkpoints/
 # Usage: bash scripts/recipe_rerun.sh [step ...]   (default: recipe speed table4 clean archive)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export MASKDEFENSE_DATA=${MASKDEFENSE_DATA:-../shared/data}
-PY=${PY:-.venv/bin/python}
-MD=${MD:-.venv/bin/maskdefense}
-steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(recipe speed table4 clean archive)
+DEFAULT_STEPS=(recipe speed table4 clean archive)
 ck() { ls runs/"$1"-*/model.safetensors | head -1; }  # ensure_model's folder: runs/<preset>-<config hash>
-for s in "${steps[@]}"; do
-  echo "=== $s $(date -u +%FT%TZ)"
-  case "$s" in
+keep() {  # keep DIR PRESET...: the training records of the models behind results/DIR
+  local dir=results/$1 p; shift; mkdir -p "$dir/checkpoints"
+  for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "$dir/checkpoints/$p.json"; done
+}
+step() {
+  case "$1" in
     recipe) $PY bench/bench_recipe.py ;;
     speed) $PY bench/bench_train_speed.py --repeats 3 ;;
     table4) $MD reproduce mad-table --dataset cifar10 ;;
@@ -34,13 +31,13 @@ for s in "${steps[@]}"; do
            done ;;
     sweeps) $MD reproduce mad-sweeps ;;
     archive)
-      keep() { local dir=results/$1; shift; mkdir -p "$dir/checkpoints"
-               for p in "$@"; do cp "$(dirname "$(ck "$p")")/model.json" "$dir/checkpoints/$p.json"; done; }
-      for r in mad-table-cifar10 mad-ablation-cifar10 mad-votes-cifar10 mad-fig3-cifar10 mad-cifar10-testcell; do
+      [ -d results/mad-table-cifar10 ] && keep mad-table-cifar10 mad-cifar10-cpu plain-cifar10-cpu resnet18-cifar10-cpu
+      for r in mad-ablation-cifar10 mad-votes-cifar10 mad-fig3-cifar10 mad-cifar10-testcell; do
         [ -d results/$r ] && keep "$r" mad-cifar10-cpu plain-cifar10-cpu
       done
       for f in results/mad-table-cifar10/*/records.jsonl; do [ -f "$f" ] && gzip -n -k -f "$f"; done ;;
-    *) echo "unknown step $s"; exit 2 ;;
+    *) echo "unknown step $1"; exit 2 ;;
   esac
-done
-echo "=== done $(date -u +%FT%TZ)"
+}
+source "$(dirname "$0")/_steps.sh"
+run_steps "$@"

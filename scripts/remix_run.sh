@@ -7,19 +7,13 @@
 #   adaptive  reproduce remix-adaptive: oblivious vs adaptive attacks on MagNet, REMIX and the REMIX detector
 #   bench     bench/bench_remix.py (REMIX inference cost vs the classifier and the floor)
 # Usage: bash scripts/remix_run.sh [step ...]   (default: fig2 sweep adaptive bench)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export MASKDEFENSE_DATA=${MASKDEFENSE_DATA:-../shared/data}
-PY=${PY:-.venv/bin/python}
-MD=${MD:-.venv/bin/maskdefense}
-steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(fig2 sweep adaptive bench)
-for s in "${steps[@]}"; do
-  echo "=== $s $(date -u +%FT%TZ)"
-  case "$s" in
-    fig2|sweep|adaptive) for ds in mnist cifar10; do $MD reproduce "remix-$s" --dataset "$ds"; done ;;
+DEFAULT_STEPS=(fig2 sweep adaptive bench)
+step() {
+  case "$1" in
+    fig2|sweep|adaptive) for ds in mnist cifar10; do $MD reproduce "remix-$1" --dataset "$ds"; done ;;
     bench) $PY bench/bench_remix.py ;;
-    *) echo "unknown step $s"; exit 2 ;;
+    *) echo "unknown step $1"; exit 2 ;;
   esac
-done
-echo "=== done $(date -u +%FT%TZ)"
+}
+source "$(dirname "$0")/_steps.sh"
+run_steps "$@"

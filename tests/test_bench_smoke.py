@@ -166,3 +166,41 @@ def test_bench_remix_quick(tmp_path):
     for r in record["summary"]:
         assert _positive(r["cost_vs_classifier"]) and _positive(r["remix_vs_floor"])
     assert (tmp_path / "bench_remix.md").exists() and (tmp_path / "bench_remix.json").exists()
+
+
+def test_bench_unmask_quick(tmp_path):
+    import maskdefense.papers.unmask  # noqa: F401  (its presets, when the package is not reinstalled)
+
+    mod = _load("bench_unmask")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_unmask")
+    assert [r["classifier"] for r in rec["summary"]] == ["baseline", "ours"]
+    assert [r["network"] for r in record["blocks"]] == ["plain", "denoise1", "denoise4"]
+    assert record["blocks"][0]["train_vs_plain"] == pytest.approx(1.0)
+    for r in record["summary"]:
+        assert _positive(r["cost_vs_classifier"]) and _positive(r["unmask_vs_floor"])
+    for r in record["blocks"]:
+        assert _positive(r["train_vs_plain"]) and _positive(r["infer_vs_plain"])
+
+
+def test_bench_sfm_quick(tmp_path):
+    import maskdefense.papers.sfm  # noqa: F401  (its presets, when the package is not reinstalled)
+
+    mod = _load("bench_sfm")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    assert _read(tmp_path, "bench_sfm")["goal"] == record["goal"]
+    assert [r["preprocess"] for r in record["summary"]] == ["bits", "median", "nlm"]
+    for r in record["summary"]:
+        assert _positive(r["cost_vs_classifier"]) and _positive(r["parts_vs_sfm"])
+        assert sum(r[f"share_{k}"] for k in ("masker", "squeeze", "classifier")) == pytest.approx(1.0)
+
+
+def test_bench_certify_quick(tmp_path):
+    mod = _load("bench_certify")
+    record = mod.main(["--quick", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
+    rec = _read(tmp_path, "bench_certify")
+    assert [r["certifier"] for r in rec["summary"]] == ["ds:mode=column,band=2", "pc:patch=5,k=2",
+                                                       "grid:cell=7,rate=0.875"]
+    for r in record["summary"]:
+        assert _positive(r["certify_vs_floor"]) and isinstance(r["met"], bool)
+    assert [r["passes_per_image"] for r in record["summary"]] == [28, 10, 120]

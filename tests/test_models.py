@@ -7,6 +7,12 @@ from maskdefense.validation import InputError
 SHAPES = {"lenet5": (1, 28), "digits_cnn": (1, 8), "conv_ae": (1, 28)}
 #: Image-to-image networks (reformers, denoisers, inpainters): images in, images of the same shape out.
 IMAGE_TO_IMAGE = {"rednet", "conv_ae"}
+#: Residual denoisers: images in, ``x - noise estimate`` of the same shape out (not clamped to [0, 1]).
+RESIDUAL_DENOISERS = {"dncnn"}
+#: Mask generators: images in, one-channel masks in [0, 1] of the same size out.
+MASKERS = {"attention_unet"}
+#: Part segmenters: images in, per-pixel logits of the background and every part out.
+SEGMENTERS = {"part_unet"}
 
 
 def _shape(name):
@@ -15,14 +21,19 @@ def _shape(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_maps_images_to_logits_or_images(name):
-    kw = {"width": 0.125} if name.startswith(("vgg", "resnet")) else {}
+    kw = {"width": 0.125} if name.startswith(("vgg", "resnet")) else {"width": 4} if name in MASKERS else {}
     torch.manual_seed(0)
     m = create_model(name, **kw).eval()
     c, s = _shape(name)
     x = torch.rand(3, c, s, s)
     out = m(x)
-    if name in IMAGE_TO_IMAGE:
-        assert out.shape == x.shape and float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
+    if name in IMAGE_TO_IMAGE or name in MASKERS:
+        assert out.shape == (3, 1 if name in MASKERS else c, s, s)
+        assert float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
+    elif name in RESIDUAL_DENOISERS:
+        assert out.shape == x.shape
+    elif name in SEGMENTERS:
+        assert out.shape == (3, 1 + m.num_parts, s, s)
     else:
         assert out.shape == (3, 10)
     assert torch.isfinite(out).all()

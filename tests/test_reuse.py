@@ -102,3 +102,26 @@ def test_the_source_is_read_only_and_not_while_it_is_written(source, tmp_path):
     reevaluate(build_defense("mad:cell=2,rate=0.25,n=5,n_grad=2", model), (x, y), out, out_dir=tmp_path / "b",
                progress=False)
     assert (out / "records.jsonl").read_bytes() == records
+
+
+def test_transfer_examples_serve_a_defense_with_another_base(source, tmp_path):
+    """Black-box examples depend on the surrogate alone: another base network reuses them, with its own
+    predictions, exactly as if it had been evaluated under the black-box threat itself."""
+    model, x, y, out, _ = source
+    torch.manual_seed(3)
+    surrogate = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()  # the source fixture's surrogate
+    torch.manual_seed(5)
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    transfer = tmp_path / "transfer"
+    evaluate(model, (x, y), ATTACKS, "black-box", out_dir=transfer, surrogate=surrogate, sanity=None, batch_size=16,
+             progress=False, save_adversarial=True)
+    defense = build_defense("mad:cell=2,rate=0.25,n=5", other)
+    direct = evaluate(defense, (x, y), ATTACKS, "black-box", out_dir=tmp_path / "direct", surrogate=surrogate,
+                      sanity=None, batch_size=16, progress=False)
+    again = reevaluate(defense, (x, y), transfer, out_dir=tmp_path / "again", progress=False)
+    assert again.clean == direct.clean and again.rows == direct.rows
+    assert again.config["model_sha256"] == direct.config["model_sha256"]
+    assert again.summary["diagnostics"]["outputs:base"] == direct.summary["diagnostics"]["outputs:base"]
+    # a source with gray-box rows was made against its own base: refused for another one
+    with pytest.raises(ConfigMismatchError, match="weights differ"):
+        reevaluate(defense, (x, y), out, out_dir=tmp_path / "refused")

@@ -209,18 +209,21 @@ def test_pgd_stays_in_the_ball_and_the_image_range_and_leaves_parameter_gradient
 # ---- post-step hook and extra loss parameters ------------------------------------------------------
 
 
-def _singular_value_deviation(model):
-    return [float((torch.linalg.svdvals(m.weight.detach().flatten(1)) - 1).abs().max())
+def _singular_value_deviation(model, hook):
+    """Per layer, the largest deviation of the singular values of the unfolded weight from the hook's target."""
+    return [float((hook.scale(m) * torch.linalg.svdvals(m.weight.detach().flatten(1)) - 1).abs().max())
             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def test_parseval_retraction_runs_after_every_step_and_pulls_weights_towards_parseval(digits):
+@pytest.mark.parametrize("conv_scaling", [True, False])
+def test_parseval_retraction_runs_after_every_step_and_pulls_weights_towards_parseval(digits, conv_scaling):
     plain, hooked = _net(), _net()
     _fit(plain, digits, epochs=3, lr=1e-3)
     rec = Recorder()
-    t, _ = _fit(ClassificationTask(hooked, hooks=[ParsevalRetraction(0.01), rec]), digits, epochs=3, lr=1e-3)
+    hook = ParsevalRetraction(0.01, conv_scaling=conv_scaling)
+    t, _ = _fit(ClassificationTask(hooked, hooks=[hook, rec]), digits, epochs=3, lr=1e-3)
     assert len(rec.calls) == 3 * t.steps_per_epoch
-    dev_plain, dev_hooked = _singular_value_deviation(plain), _singular_value_deviation(hooked)
+    dev_plain, dev_hooked = _singular_value_deviation(plain, hook), _singular_value_deviation(hooked, hook)
     assert all(h < p for h, p in zip(dev_hooked, dev_plain)), (dev_hooked, dev_plain)
 
 

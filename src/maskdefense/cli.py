@@ -8,7 +8,7 @@ import importlib
 import sys
 from typing import NoReturn, Sequence
 
-COMMANDS = ("demo", "train", "info", "predict", "attack", "evaluate", "reproduce")
+COMMANDS = ("demo", "train", "info", "predict", "attack", "evaluate", "certify", "reproduce")
 
 
 class Parser(argparse.ArgumentParser):

@@ -101,6 +101,18 @@ class Registry(Generic[T]):
         e = self.entry(name)
         return e.factory(**{**e.defaults, **kwargs})
 
+    def parse_spec(self, text: str) -> tuple[str, dict[str, Any]]:
+        """A spec ``"name:key=value,..."`` of this registry -> ``(name, params)`` (the name checked, with
+        suggestions; the values parsed by :func:`maskdefense.spec.parse_params`)."""
+        from .spec import SpecError, parse_params
+
+        if not isinstance(text, str) or not text.strip():
+            raise SpecError(f"empty {self.kind} spec")
+        name, _, rest = text.strip().partition(":")
+        name = name.strip().lower()
+        self.entry(name)  # UnknownNameError with suggestions
+        return name, parse_params(rest, what=f"{self.kind} {name}")
+
     def list(self, pattern: str = "*") -> list[str]:
         self._load()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern.lower()))

@@ -24,6 +24,13 @@ class InputError(ValueError):
     """Bad input to a public function: wrong type, shape, dtype, range, or NaN."""
 
 
+def positive_int(v: object, name: str) -> int:
+    """``v`` if it is an int >= 1 (not a bool), else a ``ValueError`` naming ``name``."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return v
+
+
 def check_images(
     x: object,
     *,

@@ -17,11 +17,11 @@ Study = Callable[..., dict[str, Any]]
 
 def catalog() -> dict[str, tuple[Study, tuple[str, ...] | None]]:
     """Study name -> (function, the datasets it runs on; None: any)."""
-    from ..experiments import remix
-    from ..experiments.mad import clean, sweeps, tables
+    from ..experiments import certify, remix, sfm, unmask
+    from ..experiments.mad import clean, sweeps, tables, table6
 
     out: dict[str, tuple[Study, tuple[str, ...] | None]] = {}
-    for mod in (clean, tables, sweeps, remix):
+    for mod in (clean, tables, table6, sweeps, remix, sfm, unmask, certify):
         out.update({name: (fn, mod.DATASETS[name]) for name, fn in mod.STUDIES.items()})
     return out
 

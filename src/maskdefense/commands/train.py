@@ -94,12 +94,21 @@ def run(args: argparse.Namespace) -> int:
     from ..ops.masking import grid_shape
     from ..rundir import check_output_dir
     from ..training.loop import train_on_dataset
-    from ..training.presets import DEFAULT_MODEL, AutoencoderPreset, Preset, create_preset
+    from ..training.presets import (DEFAULT_MODEL, AutoencoderPreset, DenoiserPreset, PartPreset, Preset, SFMPreset,
+                                    create_preset)
     from ._common import UserError
 
     preset = create_preset(args.preset) if args.preset else None
+    if isinstance(preset, DenoiserPreset):
+        raise UserError(f"preset {preset.name} trains a denoiser through the frozen model of preset {preset.classifier}: "
+                        "the experiment that uses it trains both into runs/ (maskdefense reproduce mad-table6), or "
+                        "from Python: maskdefense.experiments.common.ensure_model")
     if isinstance(preset, AutoencoderPreset):
         return _train_autoencoder(args, preset)
+    if isinstance(preset, SFMPreset):
+        return _train_sfm(args, preset)
+    if isinstance(preset, PartPreset):
+        return _train_parts(args, preset)
     dataset = args.dataset or (preset.dataset if preset else "digits")
     if preset and args.dataset and args.dataset != preset.dataset:
         raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
@@ -113,16 +122,13 @@ def run(args: argparse.Namespace) -> int:
                          **model_kwargs})
 
     config = _train_config(args, base)
-    init_from = args.init_from
-    if init_from is not None and args.from_scratch:
-        raise UserError("--init-from and --from-scratch contradict each other: give one")
-    if init_from is None and base.init is not None and not args.from_scratch:
-        raise UserError(f"preset {base.name} fine-tunes the model of preset {base.init}: pass its checkpoint with "
-                        f"--init-from (train it with `maskdefense train --preset {base.init}`), or --from-scratch")
+    init_from = _init_from(args, base)
     cell = None if args.no_mask else (args.mask_cell if args.mask_cell is not None else base.train_cell)
     rate = args.mask_rate if args.mask_rate is not None else base.train_rate
     transform = None
-    if cell is not None:
+    if base.ablation is not None and cell is None and args.mask_rate is None and not args.no_mask:
+        transform = base.transform()  # the preset's ablation (a certifier's training input)
+    elif cell is not None:
         from ..ops.masking import GridMask
 
         try:
@@ -136,11 +142,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out)
     if args.results:
         check_output_dir(args.results)
-    echo(f"training {model} on {dataset} -> {out}" + (f" with grid masking cell={cell} rate={rate}" if cell else ""))
+    echo(f"training {model} on {dataset} -> {out}" + (f" with grid masking cell={cell} rate={rate}" if cell else "")
+         + (f" with task {base.task}" if base.task else ""))
     _, meta = train_on_dataset(
         dataset, model, config, out_dir=out, model_kwargs=model_kwargs, transform=transform,
         data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
-        init_from=init_from,
+        init_from=init_from, task=base.task,
         # the preset's record (its test-time masking is predict's default) when its masking was kept as it is
         meta={"preset": preset.to_dict()} if preset and args.mask_cell is None and args.mask_rate is None
         and not args.no_mask else None,
@@ -168,22 +175,66 @@ def _train_config(args: argparse.Namespace, preset: Any) -> Any:
         raise UserError(str(e)) from None
 
 
+def _init_from(args: argparse.Namespace, preset: Any) -> str | None:
+    """The checkpoint training starts from: ``--init-from``; required when the preset fine-tunes (``init``)
+    unless ``--from-scratch``."""
+    from ._common import UserError
+
+    if args.init_from is not None and args.from_scratch:
+        raise UserError("--init-from and --from-scratch contradict each other: give one")
+    if args.init_from is None and preset.init is not None and not args.from_scratch:
+        raise UserError(f"preset {preset.name} fine-tunes the model of preset {preset.init}: pass its checkpoint with "
+                        f"--init-from (train it with `maskdefense train --preset {preset.init}`), or --from-scratch")
+    return args.init_from
+
+
+def _refuse(args: argparse.Namespace, preset: Any, what: str, flags: dict[str, Any]) -> None:
+    """One error naming the options given that a preset training ``what`` does not use, and a dataset that
+    is not the preset's."""
+    from ._common import UserError
+
+    given = [k for k, v in flags.items() if v is not None and v is not False]
+    if given:
+        raise UserError(f"preset {preset.name} trains {what}: {', '.join(given)} do not apply")
+    if args.dataset and args.dataset != preset.dataset:
+        raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
+
+
+def _train_sfm(args: argparse.Namespace, preset: Any) -> int:
+    """``train --preset`` of a mask generator trained in alternation with its classifier."""
+    from ..rundir import check_output_dir
+    from ..training.loop import train_sfm_on_dataset
+
+    _refuse(args, preset, "a masker with its classifier", {
+        "--model": args.model, "--width": args.width, "--mask-cell": args.mask_cell, "--mask-rate": args.mask_rate,
+        "--no-mask": args.no_mask, "--results": args.results})
+    config = _train_config(args, preset)
+    init_from = _init_from(args, preset)
+    out = args.out or default_out(f"{preset.dataset}-{preset.name}")
+    check_output_dir(out)
+    echo(f"training {preset.masker} with {preset.classifier} ({preset.name}: preprocessing {preset.preprocess}) "
+         f"-> {out}")
+    _, meta = train_sfm_on_dataset(
+        preset.dataset, preset.classifier, config, out_dir=out, weights=preset.weights,
+        classifier_kwargs=preset.classifier_kwargs, masker_name=preset.masker, masker_kwargs=preset.masker_kwargs,
+        preprocess=preset.preprocessor(), classifier_input=preset.classifier_input, init_from=init_from,
+        data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
+        meta={"preset": preset.to_dict()})
+    echo(f"test accuracy of the masked pipeline {meta['test_accuracy']:.4f} (mean mask {meta['test_mask_mean']:.3f}, "
+         f"L1 mass kept {meta['test_kept']:.3f}) on {meta['n_test']} images; checkpoint {out}/model.safetensors")
+    return 0
+
+
 def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
     """``train --preset`` of an image-to-image network (reformer, denoiser, inpainter)."""
     from ..rundir import check_output_dir
     from ..training.loop import train_autoencoder_on_dataset
-    from ._common import UserError
 
-    classifier_only = {"--model": args.model, "--width": args.width, "--init-from": args.init_from,
-                       "--mask-cell": args.mask_cell, "--mask-rate": args.mask_rate, "--limit": args.limit,
-                       "--results": args.results, "--label-smoothing": args.label_smoothing,
-                       "--crop-padding": args.crop_padding, "--hflip": args.hflip}
-    given = [k for k, v in classifier_only.items() if v is not None] + (["--no-mask"] if args.no_mask else []) \
-        + (["--from-scratch"] if args.from_scratch else [])
-    if given:
-        raise UserError(f"preset {preset.name} trains an autoencoder: {', '.join(given)} do not apply")
-    if args.dataset and args.dataset != preset.dataset:
-        raise UserError(f"preset {preset.name} is for {preset.dataset}, not {args.dataset}")
+    _refuse(args, preset, "an autoencoder", {
+        "--model": args.model, "--width": args.width, "--init-from": args.init_from, "--mask-cell": args.mask_cell,
+        "--mask-rate": args.mask_rate, "--limit": args.limit, "--results": args.results,
+        "--label-smoothing": args.label_smoothing, "--crop-padding": args.crop_padding, "--hflip": args.hflip,
+        "--no-mask": args.no_mask, "--from-scratch": args.from_scratch})
     config = _train_config(args, preset)
     out = args.out or default_out(f"{preset.dataset}-{preset.name}")
     check_output_dir(out)
@@ -194,6 +245,34 @@ def _train_autoencoder(args: argparse.Namespace, preset: Any) -> int:
         progress=progress_enabled(args), meta={"preset": preset.to_dict()})
     echo(f"test reconstruction error (MSE) {meta['test_mse']:.5f} (corrupted input: {meta['test_input_mse']:.5f}) "
          f"on {meta['n_test']} images; checkpoint {out}/model.safetensors")
+    return 0
+
+
+def _train_parts(args: argparse.Namespace, preset: Any) -> int:
+    """``train --preset`` of a part extractor or a classifier on part-annotated data."""
+    from ..rundir import check_output_dir
+    from ..training.loop import train_on_part_data
+    from ._common import UserError
+
+    if args.dataset:
+        raise UserError(f"preset {preset.name} trains on its own data ({preset.data['source']}): drop --dataset")
+    _refuse(args, preset, "on part-annotated data", {
+        "--model": args.model, "--width": args.width, "--init-from": args.init_from, "--mask-cell": args.mask_cell,
+        "--mask-rate": args.mask_rate, "--limit": args.limit, "--results": args.results, "--no-mask": args.no_mask,
+        "--from-scratch": args.from_scratch})
+    config = _train_config(args, preset)
+    out = args.out or default_out(preset.name)
+    check_output_dir(out)
+    echo(f"training {preset.model} ({preset.name}: {preset.task} on {preset.data['source']}) -> {out}")
+    _, meta = train_on_part_data(
+        preset.task, preset.data, preset.model, config, out_dir=out, model_kwargs=preset.model_kwargs,
+        area_threshold=preset.area_threshold, data_root=args.data_root, resume=not args.no_resume,
+        progress=progress_enabled(args), meta={"preset": preset.to_dict()})
+    if preset.task == "segment":
+        echo(f"test pixel accuracy {meta['test_pixel_accuracy']:.4f}, mean IoU {meta['test_mean_iou']:.4f}, part-set "
+             f"accuracy {meta['test_part_set_accuracy']:.4f} on {meta['n_test']} images; checkpoint {out}/model.safetensors")
+    else:
+        echo(f"test accuracy {meta['test_accuracy']:.4f} on {meta['n_test']} images; checkpoint {out}/model.safetensors")
     return 0
 
 

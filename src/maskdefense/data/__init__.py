@@ -1,4 +1,6 @@
-"""Datasets as in-memory tensors: ``digits`` (embedded), ``mnist``, ``cifar10`` and ``svhn``.
+"""Datasets as in-memory tensors: ``digits`` (embedded), ``mnist``, ``cifar10`` and ``svhn``; and part-annotated
+images (:class:`PartData`): PASCAL-Part (:func:`load_pascal_part`, for users who have it) and a generated
+stand-in (:func:`synthetic_parts`); :func:`part_dataset` reads either from a JSON-able description.
 
 Images are float32 ``(N, C, H, W)`` in ``[0, 1]``, labels int64 ``(N,)``.
 
@@ -29,7 +31,10 @@ from __future__ import annotations
 
 from ._catalog import ENV_VAR, dataset_info, list_datasets, resolve_data_root
 from ._load import SPLITS, load_dataset
-from ._types import DataError, DatasetInfo, DatasetName, FileSpec, ImageData
+from ._parts import (PART_SOURCES, SHAPES, SYNTHETIC_SPLIT_SIZES, PartScenes, attribute_matrix, part_dataset,
+                     part_overlap, render_part_scenes, sample_part_scenes, synthetic_parts)
+from ._pascal_part import PASCAL_PART_CLASSES, PASCAL_PART_PARTS, load_pascal_part, merge_part_name
+from ._types import DataError, DatasetInfo, DatasetName, FileSpec, ImageData, PartData
 
 __all__ = [
     "DataError",
@@ -43,4 +48,19 @@ __all__ = [
     "list_datasets",
     "load_dataset",
     "resolve_data_root",
+    "PartData",
+    "PartScenes",
+    "SHAPES",
+    "SYNTHETIC_SPLIT_SIZES",
+    "attribute_matrix",
+    "part_overlap",
+    "sample_part_scenes",
+    "render_part_scenes",
+    "synthetic_parts",
+    "part_dataset",
+    "PART_SOURCES",
+    "PASCAL_PART_CLASSES",
+    "PASCAL_PART_PARTS",
+    "load_pascal_part",
+    "merge_part_name",
 ]

@@ -15,9 +15,14 @@ A defense is an ``nn.Module`` with the shape of locuslab/smoothing's ``Smooth``:
 * ``contract()``: a :class:`Contract` declaring what the harness must know (randomness, samples per
   forward, BPDA steps, rejection, components). The evaluation harness, its threat models and its
   integrity checks read this declaration and nothing else.
-* ``base``: the undefended classifier underneath (the gray-box / oblivious attacker's target).
+* ``base``: the undefended classifier underneath;
+* ``oblivious_target()``: what the gray-box (oblivious) attacker attacks, and its description: the base
+  network by default; a defense whose gray-box attacker also knows some of its learned parts (SFM-Defense's
+  masker) returns their composition with the base.
 
-Certification (``certify``) comes later, beside ``predict``.
+Certification against patches (``certify`` beside ``predict``) lives in :mod:`maskdefense.certify`, whose
+certifiers are defenses of this interface too; randomized smoothing
+(:class:`~maskdefense.defenses.smoothing.Smoothing`) certifies an L2 radius (Cohen et al.) the same way.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ABSTAIN", "REJECT", "Contract", "Defense", "NoDefense", "contract_of"]
+__all__ = ["ABSTAIN", "REJECT", "OBLIVIOUS_BASE", "Contract", "Defense", "NoDefense", "contract_of"]
 
 #: Prediction meaning "no label": the defense abstains (a vote without a clear winner).
 ABSTAIN = -1
 #: Prediction of a detector that rejects its input (the same code: no label was given).
 REJECT = ABSTAIN
+#: The description of the default gray-box target (:meth:`Defense.oblivious_target`), recorded with every run.
+OBLIVIOUS_BASE = "base model (no defense)"
 
 
 def _names(value: object, field: str) -> tuple[str, ...]:
@@ -110,6 +117,12 @@ class Defense(nn.Module):
     def contract(self) -> Contract:
         """The declaration the harness reads (see :class:`Contract`)."""
         return Contract()
+
+    def oblivious_target(self) -> tuple[nn.Module, str]:
+        """What the gray-box (oblivious) attacker attacks, and a description of it: by default the base
+        network, without the defense. A defense whose gray-box attacker also knows some of its learned parts
+        returns their composition with the base (a module over the defense's own sub-networks)."""
+        return self.base, OBLIVIOUS_BASE
 
     def detect(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Detector score per image ``(N,)``, higher = more suspicious, differentiable w.r.t. ``x``;

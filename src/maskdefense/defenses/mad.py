@@ -30,13 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import betabinom, binom
+from scipy.stats import betabinom
 from torch import Tensor, nn
 
 from ..ops.masking import Fill, _check_cell, _check_fill, _check_rate, _fill_config, apply_mask, grid_mask, upsample_mask
-from ..validation import InputError, check_images
+from ..validation import InputError, check_images, positive_int
 from ..ops.eot import log_mean_softmax
-from ..ops.vote import count_votes, top_class
+from ..ops.vote import count_votes, top_class, top_two, top_two_pvalue
 from ..seeding import uniform
 from .base import ABSTAIN, Contract, Defense
 
@@ -122,11 +122,11 @@ class MADClassifier(Defense):
         super().__init__(base)
         self.cell = _check_cell(cell)
         self.rate = _check_rate(rate)
-        self.n = _positive_int(n, "n")
-        self.n_grad = _positive_int(n_grad, "n_grad")
+        self.n = positive_int(n, "n")
+        self.n_grad = positive_int(n_grad, "n_grad")
         self.fill = _check_fill(fill)
         self.exact = bool(exact)
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
         if surrogate not in ("softmax", "logits"):
             raise ValueError(f"surrogate must be 'softmax' or 'logits', got {surrogate!r}")
         self.surrogate = surrogate
@@ -222,7 +222,7 @@ class MADClassifier(Defense):
         if masks is not None:
             cm = self._fixed_masks(x, masks)
         else:
-            cm = self._draw_masks(x, self.n if n is None else _positive_int(n, "n"), generator)
+            cm = self._draw_masks(x, self.n if n is None else positive_int(n, "n"), generator)
         return count_votes(self._copy_logits(x, cm, generator))
 
     @torch.no_grad()
@@ -291,8 +291,8 @@ class MADClassifier(Defense):
         Returns an :class:`AdaptiveVote` (predictions, counts, passes per input, stop reason).
         """
         x = self._check(x)
-        n_max = _positive_int(n_max, "n_max")
-        batch = _positive_int(batch, "batch")
+        n_max = positive_int(n_max, "n_max")
+        batch = positive_int(batch, "batch")
         if stop not in ("exact", "test", "predictive"):
             raise ValueError(f"stop must be 'exact', 'test' or 'predictive', got {stop!r}")
         if not 0.0 < delta < 1.0:
@@ -328,12 +328,9 @@ class MADClassifier(Defense):
             done_exact = safe.all(dim=1)
             done = done_exact.clone()
             if stop == "test":
-                runner = c.scatter(1, leader[:, None], -1).max(dim=1).values
-                n_a = c_lead[:, 0].cpu().numpy()
-                n_ab = n_a + runner.cpu().numpy()
-                # two-sided p-value of Binomial(n_ab, 1/2) at n_a >= n_ab / 2: 2 * P(X >= n_a), capped at 1
-                p = np.minimum(1.0, 2.0 * binom.sf(n_a - 1, n_ab, 0.5))
-                done_test = torch.from_numpy((p < level) & (n_ab > 0)).to(x.device) & ~done_exact
+                _, n_a, n_b = top_two(c)
+                p = top_two_pvalue(n_a, n_b)
+                done_test = torch.from_numpy(p < level).to(x.device) & ~done_exact
                 stopped[active[done_test]] = STOP_TEST
                 done |= done_test
             if stop == "predictive":
@@ -362,12 +359,6 @@ class MADClassifier(Defense):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "defense")
-
-
-def _positive_int(v: object, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
 
 
 def _check_threshold(t: object) -> float | None:

@@ -28,7 +28,7 @@ from ..ops.eot import log_mean_softmax
 from ..ops.partition import mask_copies, partition_masks, recombine
 from ..ops.threshold import threshold_at_fpr
 from ..ops.vote import count_votes, top_class
-from ..validation import check_images
+from ..validation import check_images, positive_int
 from .base import REJECT, Contract, Defense
 
 __all__ = ["REMIX", "REMIXDetector", "SCORES"]
@@ -37,12 +37,6 @@ __all__ = ["REMIX", "REMIXDetector", "SCORES"]
 #: of the classifier's softmax on the ``n`` inpaintings (entropy of the mean minus mean entropy); ``"pixels"``
 #: -- the mean absolute difference between each inpainting and the image it inpainted (per pixel).
 SCORES = ("outputs", "pixels")
-
-
-def _positive_int(v: object, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
 
 
 class REMIX(Defense):
@@ -63,13 +57,13 @@ class REMIX(Defense):
         super().__init__(base)
         self.inpainter = inpainter
         self.reformer = reformer
-        self.n = _positive_int(n, "n")
+        self.n = positive_int(n, "n")
         if self.n < 2:
             raise ValueError("n must be >= 2: with one set every pixel would be removed")
-        self.k = _positive_int(k, "k")
-        self.n_grad = _positive_int(n_grad, "n_grad")
-        self.votes = _positive_int(votes, "votes")
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
+        self.k = positive_int(k, "k")
+        self.n_grad = positive_int(n_grad, "n_grad")
+        self.votes = positive_int(votes, "votes")
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
 
     # -- the pipeline ----------------------------------------------------------------------------
     def draw(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

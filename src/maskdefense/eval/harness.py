@@ -48,7 +48,7 @@ from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from ..rundir import exclusive
 from ..seeding import derive_seed, seeded
 from ..spec import SpecError
-from ..validation import check_images, check_labels
+from ..validation import check_images, check_labels, positive_int
 from .checks import Flag, gradient_stats, output_stats, run_checks
 from .records import RecordStore
 from .report import RowPlan, plot_acc_vs_eps, render_csv, render_markdown, summarize
@@ -397,16 +397,14 @@ def evaluate(
     if n == 0:
         raise ValueError("no images to evaluate")
     for name, v in (("batch_size", batch_size), ("eot_samples", eot_samples), ("check_samples", check_samples)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        positive_int(v, name)
     threats = parse_threats(threat)
     specs = parse_attacks(attacks, overrides=attack_overrides)
     if ThreatModel.BLACK_BOX in threats and surrogate is None:
         raise ValueError("the black-box threat model needs surrogate= (an independently trained model)")
     contract = contract_of(defense)
     repeats = repeats if repeats is not None else (3 if contract.randomized else 1)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    positive_int(repeats, "repeats")
     defense_cfg = defense.config()
     defense_name = str(defense_cfg.get("defense", type(defense).__name__))
 
@@ -644,7 +642,7 @@ def _run_tasks(defense: Defense, contract: Contract, x: Tensor, y: Tensor,
     for t in threats:
         tgt = targets[t][0]
         diag.append((f"gradients:{t.value}", target_diag(tgt, lambda g: gradient_stats(g, x[:m], y[:m]))))
-        if t is not ThreatModel.GRAY_BOX:
+        if t is not ThreatModel.GRAY_BOX or tgt is not base:
             diag.append((f"outputs:target:{t.value}", target_diag(tgt, lambda g: output_stats(_no_grad(g, x[:m])))))
     for name, fn in diag:
         if f"diag|{name}" not in store.done_groups:

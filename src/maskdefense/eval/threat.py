@@ -2,7 +2,9 @@
 
 ============  ==========================================================================================
 gray-box      (= oblivious) adversarial examples made against the *base* network, without the defense's
-              masking or preprocessing -- the MAD paper's setting.
+              masking or preprocessing -- the MAD paper's setting; a defense whose gray-box attacker also
+              knows some of its learned parts (a learned masker) names that composition instead
+              (:meth:`~maskdefense.defenses.base.Defense.oblivious_target`).
 black-box     transfer: made against an independently trained *surrogate* model.
 adaptive      white-box: made against the *whole defense* end to end, with EOT over its randomness
               (a stated number of samples per gradient) and BPDA through non-differentiable steps
@@ -20,7 +22,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..defenses.base import Defense, contract_of
+from ..defenses.base import OBLIVIOUS_BASE, Defense, contract_of
 from ..ops.eot import EOT
 
 __all__ = ["ThreatModel", "parse_threats", "make_target", "samples_per_gradient", "DetectorAware", "bound_labels"]
@@ -52,7 +54,8 @@ class ThreatModel(str, enum.Enum):
 
 
 _DESCRIPTIONS = {
-    ThreatModel.GRAY_BOX: "oblivious: attacks made against the base network without the defense",
+    ThreatModel.GRAY_BOX: "oblivious: attacks made against the base network without the defense (and any "
+                          "learned part of it the defense says this attacker knows)",
     ThreatModel.BLACK_BOX: "transfer: attacks made against an independently trained surrogate model",
     ThreatModel.WHITE_BOX_ADAPTIVE: "adaptive white-box: attacks made against the whole defense, EOT over its "
                                     "randomness, BPDA through non-differentiable steps",
@@ -152,7 +155,8 @@ def make_target(defense: nn.Module, threat: ThreatModel, *, surrogate: nn.Module
                 detector_weight: float = 1.0) -> tuple[nn.Module, dict[str, Any]]:
     """The model an attack differentiates under ``threat``, and a description of it.
 
-    gray-box: ``defense.base``; black-box: ``surrogate``; adaptive: the defense's forward end to end
+    gray-box: ``defense.oblivious_target()`` (the base network unless the defense says otherwise);
+    black-box: ``surrogate``; adaptive: the defense's forward end to end
     (BPDA through the steps its contract names is applied inside that forward), for a detector combined
     with its detector (:class:`DetectorAware`, weight ``detector_weight``), wrapped in
     :class:`~maskdefense.ops.eot.EOT` with ``eot_samples`` when the contract says randomized and
@@ -160,9 +164,9 @@ def make_target(defense: nn.Module, threat: ThreatModel, *, surrogate: nn.Module
     """
     threat = ThreatModel.parse(threat)
     if threat is ThreatModel.GRAY_BOX:
-        base = defense.base if isinstance(defense, Defense) else defense
-        return base, {"threat": threat.value, "target": "base model (no defense)", "samples_per_gradient": 1,
-                      "eot_samples": 1, "bpda": None}
+        base, what = defense.oblivious_target() if isinstance(defense, Defense) else (defense, OBLIVIOUS_BASE)
+        return base, {"threat": threat.value, "target": what, "samples_per_gradient": 1, "eot_samples": 1,
+                      "bpda": None}
     if threat is ThreatModel.BLACK_BOX:
         if surrogate is None:
             raise ValueError("the black-box threat model needs a surrogate model (independently trained)")

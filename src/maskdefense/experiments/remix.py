@@ -34,7 +34,7 @@ from ..papers.remix import (CLASSIFIER_ACCURACY, EAD_BETA, FIG2_CLAIMS, K_ROUNDS
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import AutoencoderPreset, create_preset
-from .common import budget_markdown, ensure_model, harness_wall_time
+from .common import check_sections, checkpoint_record, ensure_model, harness_wall_time
 
 Log = Callable[[str], None]
 
@@ -81,27 +81,23 @@ def _quick_presets() -> dict[str, AutoencoderPreset]:
     }
 
 
-def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
-                   data_root: Any = None, log: Log = print,
-                   n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The classifier and the five defenses of Figure 2 (training what is missing; MagNet's thresholds set on
-    the clean validation split). Returns ``(defenses, record, val)``: name -> defense, what was used, and the
-    validation split the thresholds were set on."""
+def build_magnet(dataset: str, base: Any, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
+                 data_root: Any = None, log: Log = print) -> tuple[MagNet, dict[str, Any], Any]:
+    """MagNet around the classifier ``base`` for ``dataset`` (the digits stand-in when ``quick``): its
+    autoencoders (trained if missing), detectors and reformer as in :mod:`maskdefense.papers.remix`, the
+    thresholds set on the clean validation split. Returns ``(magnet, record, val)``: the defense, what was used,
+    and the validation split."""
     ds = "digits" if quick else dataset
     get = lambda p: ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)  # noqa: E731
-    base, bck = get(create_preset(CLASSIFIER[ds], **({"epochs": 3} if quick else {})))
     if quick:
         qp = _quick_presets()
         aes = {"I": get(qp["magnet-I"]), "II": get(qp["magnet-II"])}
-        reformer, inpainter = get(qp["reformer"]), get(qp["inpainter"])
         spec_ds = "mnist"
     else:
         roles = {role for role, _, _ in MAGNET_DETECTORS[dataset].values()} | {MAGNET_REFORMER[dataset]}
         aes = {r: get(magnet_preset(r, dataset)) for r in sorted(roles)}
-        reformer, inpainter = get(f"remix-reformer-{dataset}-cpu"), get(f"remix-inpainter-{dataset}-cpu")
         spec_ds = dataset
-    base.eval()
-    for m, _ in (*aes.values(), reformer, inpainter):
+    for m, _ in aes.values():
         m.eval()
     detectors = {}
     for name, (role, kind, param) in MAGNET_DETECTORS[spec_ds].items():
@@ -111,32 +107,49 @@ def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = 
     magnet = MagNet(base, reformer=aes[MAGNET_REFORMER[spec_ds]][0], detectors=detectors).eval()
     val = load_dataset(ds, "val", root=data_root)
     thresholds = magnet.calibrate(val.images, MAGNET_FPR[spec_ds])
-    n = N_MASKS[spec_ds]
+    record = {"magnet_autoencoders": {r: m for r, (_, m) in aes.items()}, "magnet_thresholds": thresholds,
+              "magnet_fpr": MAGNET_FPR[spec_ds], "n_val": len(val)}
+    return magnet, record, val
+
+
+def build_defenses(dataset: str, *, quick: bool = False, runs_dir: str | Path = "runs", seed: int = 0,
+                   data_root: Any = None, log: Log = print,
+                   n_grad: int = 8) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """The classifier and the five defenses of Figure 2 (training what is missing; MagNet's thresholds set on
+    the clean validation split). Returns ``(defenses, record, val)``: name -> defense, what was used, and the
+    validation split the thresholds were set on."""
+    ds = "digits" if quick else dataset
+    get = lambda p: ensure_model(p, runs_dir, seed=seed, data_root=data_root, log=log)  # noqa: E731
+    base, bck = get(create_preset(CLASSIFIER[ds], **({"epochs": 3} if quick else {})))
+    base.eval()
+    magnet, mrecord, val = build_magnet(dataset, base, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
+                                        log=log)
+    if quick:
+        qp = _quick_presets()
+        reformer, inpainter = get(qp["reformer"]), get(qp["inpainter"])
+    else:
+        reformer, inpainter = get(f"remix-reformer-{dataset}-cpu"), get(f"remix-inpainter-{dataset}-cpu")
+    for m, _ in (reformer, inpainter):
+        m.eval()
+    n = N_MASKS["mnist" if quick else dataset]
     defenses = {
         "none": NoDefense(base).eval(),
-        "magnet-reformer": MagNet(base, reformer=aes[MAGNET_REFORMER[spec_ds]][0]).eval(),
+        "magnet-reformer": MagNet(base, reformer=magnet.reformer).eval(),
         "magnet": magnet,
         "remix": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, n_grad=n_grad).eval(),
         "remix+reformer": REMIX(base, inpainter[0], n=n, k=K_ROUNDS, reformer=reformer[0], n_grad=n_grad).eval(),
     }
-    record = {"classifier": bck, "magnet_autoencoders": {r: m for r, (_, m) in aes.items()},
-              "remix_reformer": reformer[1], "remix_inpainter": inpainter[1], "magnet_thresholds": thresholds,
-              "magnet_fpr": MAGNET_FPR[spec_ds], "n_val": len(val), "n_masks": n, "k": K_ROUNDS}
+    record = {"classifier": bck, **mrecord, "remix_reformer": reformer[1], "remix_inpainter": inpainter[1],
+              "n_masks": n, "k": K_ROUNDS}
     return defenses, record, val
-
-
-def _checkpoint_record(meta: dict[str, Any]) -> dict[str, Any]:
-    keep = ("arch", "arch_kwargs", "dataset", "epochs", "sha256", "weights_sha256", "test_accuracy", "test_mse",
-            "test_input_mse", "preset", "training_key")
-    return {k: meta.get(k) for k in keep if k in meta}
 
 
 def _models_record(record: dict[str, Any]) -> dict[str, Any]:
     """What a results file keeps of :func:`build_defenses`' record: the training records of the models and the
     MagNet settings."""
-    return {"models": {k: _checkpoint_record(v) if isinstance(v, dict) and "sha256" in v else v
+    return {"models": {k: checkpoint_record(v) if isinstance(v, dict) and "sha256" in v else v
                        for k, v in record.items() if k != "magnet_autoencoders"},
-            "magnet_autoencoders": {r: _checkpoint_record(m) for r, m in record["magnet_autoencoders"].items()}}
+            "magnet_autoencoders": {r: checkpoint_record(m) for r, m in record["magnet_autoencoders"].items()}}
 
 
 def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, seed: int = 0,
@@ -215,11 +228,6 @@ def _clean_table(clean: dict[str, tuple[float | None, float | None]]) -> str:
                           {"acc": pct, "rej": lambda v: "-" if v is None else pct(v)})
 
 
-def _flag_lines(flags: list[dict[str, Any]]) -> str:
-    return "\n".join(f"- **{f['code']}** ({f['severity']}{', ' + f['run'] if f.get('run') else ''}): {f['message']}"
-                     for f in flags) or "- none"
-
-
 def _plot(out: Path, rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
@@ -269,12 +277,9 @@ def _write_fig2(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "checked against our curves below, by the reader):\n\n" + "\n".join(f"- {c}" for c in meta["poster_claims"]),
         "## Ours", "![Figure 2](fig2.png)", table,
         "## Clean accuracy", ctable,
-        "## Is the attack budget enough?",
-        (f"The smallest and largest kappa of each attack again with x{BUDGET_FACTOR} steps and binary-search "
-         "steps, every defense evaluated on the new examples; enough = the accuracy moves by at most one standard "
-         "error. " + budget_markdown(meta["budget_check"], value="accuracy", defense_name=DEFENSE_NAMES.get)),
-        "## Integrity flags", _flag_lines(meta["flags"]),
-        f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s.",
+        *check_sections(meta, f"The smallest and largest kappa of each attack again with x{BUDGET_FACTOR} steps and "
+                        "binary-search steps, every defense evaluated on the new examples; enough = the accuracy "
+                        "moves by at most one standard error.", defense_name=DEFENSE_NAMES.get),
     ]
     write_results(out, title=f"REMIX Figure 2 reproduction: {ds}", intro=intro, sections=sections, rows=rows,
                   meta=meta)
@@ -399,12 +404,9 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
     )
     sections = ["## How much robustness survives an attacker who knows the defense", table,
                 "## Clean accuracy", ctable,
-                "## Is the attack budget enough?",
-                ("Each attack again with x2 steps (and x2 EOT samples adaptively) on the same images; enough = "
-                 "the accuracy moves by at most one standard error. "
-                 + budget_markdown(meta["budget_check"], value="accuracy", defense_name=DEFENSE_NAMES.get)),
-                "## Integrity flags", _flag_lines(meta["flags"]),
-                f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
+                *check_sections(meta, "Each attack again with x2 steps (and x2 EOT samples adaptively) on the same "
+                                "images; enough = the accuracy moves by at most one standard error.",
+                                defense_name=DEFENSE_NAMES.get)]
     write_results(out, title=f"REMIX and MagNet against adaptive attacks: {meta['dataset']}", intro=intro,
                   sections=sections, rows=rows, meta=meta)
 
@@ -457,9 +459,9 @@ def sweep_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 rows.append(row)
     labels = [k for k in rows[0] if k not in ("n", "k", "reformer", "clean", "mean_adv")]
     meta.update(study=f"remix-sweep-{ds}", dataset=ds, source=str(source), n_images=n_images, ns=list(ns),
-                ks=list(ks), inpainters={n: _checkpoint_record(ck) for n, (_, ck) in inpainters.items()},
-                reformer=_checkpoint_record(record["remix_reformer"]),
-                classifier=_checkpoint_record(record["classifier"]), wall_time_s=round(time.perf_counter() - t_start, 2))
+                ks=list(ks), inpainters={n: checkpoint_record(ck) for n, (_, ck) in inpainters.items()},
+                reformer=checkpoint_record(record["remix_reformer"]),
+                classifier=checkpoint_record(record["classifier"]), wall_time_s=round(time.perf_counter() - t_start, 2))
     fm: dict[str, Any] = {c: pct for c in ["clean", "mean_adv", *labels]}
     fm["reformer"] = lambda v: "yes" if v else "no"
     table = markdown_table(rows, ["n", "k", "reformer", "clean", "mean_adv", *labels],

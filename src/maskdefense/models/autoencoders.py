@@ -6,11 +6,17 @@
   added to the input of its mirrored decoder layer, and the input image to the output (the network predicts a
   residual), clamped to [0, 1]. Sizes stay ``H x W`` throughout (padding 1, no pooling), as in the paper's
   restoration networks. Written here: no maintained package ships this network for torch.
+* :class:`DnCNN` -- the denoising CNN of Zhang, Zuo, Chen, Meng and Zhang (IEEE TIP 2017), the denoiser of
+  Denoised Smoothing (Salman et al., NeurIPS 2020; microsoft/denoised-smoothing ``archs/dncnn.py``): a 3x3
+  convolution with ReLU, ``depth - 2`` convolutions with batch norm and ReLU, and a last convolution back to the
+  image channels, all ``width`` channels wide (the paper: 17 layers, 64 channels). It predicts the noise and
+  returns ``x - noise``, *not* clamped (as the reference: the smoothed classifier feeds it unclipped noisy images).
 * :class:`ConvAutoencoder` -- a plain stack of 3x3 convolutions with sigmoid activations and optional 2x2
   average pooling / upsampling (the autoencoders of the detector-and-reformer defense of Meng and Chen,
   CCS 2017; its presets name the layer lists).
 
-Every one maps ``(N, C, H, W)`` in [0, 1] to the same shape in [0, 1] and registers in
+Every one maps ``(N, C, H, W)`` in [0, 1] to the same shape (in [0, 1], except DnCNN's residual output) and
+registers in
 :data:`~maskdefense.models.registry.MODELS`.
 """
 
@@ -20,10 +26,10 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..validation import check_images
+from ..validation import check_images, positive_int
 from .registry import MODELS
 
-__all__ = ["REDNet", "ConvAutoencoder"]
+__all__ = ["REDNet", "ConvAutoencoder", "DnCNN"]
 
 
 class _ImageToImage(nn.Module):
@@ -53,8 +59,7 @@ class REDNet(_ImageToImage):
                  skip: int = 2) -> None:
         super().__init__(in_channels, input_size)
         for name, v in (("width", width), ("depth", depth), ("skip", skip)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            positive_int(v, name)
         self.depth, self.skip = depth, skip
         chans = [in_channels] + [width] * depth
         self.encoder = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1) for i in range(depth))
@@ -113,5 +118,26 @@ class ConvAutoencoder(_ImageToImage):
         return self.net(x)
 
 
+class DnCNN(_ImageToImage):
+    """DnCNN (see the module docstring): ``width`` channels, ``depth`` convolutions in all (>= 2; the paper and
+    Denoised Smoothing: 17 layers of 64 channels). Output ``x - net(x)`` (residual learning), unclamped."""
+
+    def __init__(self, in_channels: int = 3, input_size: int = 32, width: int = 64, depth: int = 17) -> None:
+        super().__init__(in_channels, input_size)
+        positive_int(width, "width")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an int >= 2, got {depth!r}")
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(width, in_channels, 3, padding=1, bias=False))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._shape_check(x)
+        return x - self.net(x)
+
+
 MODELS.add("rednet", REDNet, "simplified RED-Net: conv/deconv autoencoder with symmetric skips (Mao et al. 2016)")
+MODELS.add("dncnn", DnCNN, "DnCNN residual denoiser (Zhang et al. 2017; Denoised Smoothing's): depth=17, width=64")
 MODELS.add("conv_ae", ConvAutoencoder, "sigmoid convolutional autoencoder with optional pooling (layers=...)")

@@ -1,7 +1,7 @@
-"""The image classifiers of the zoo: LeNet-5 (MNIST), a small CNN (8x8 digits), VGG and ResNet-18 (CIFAR
-variants, with a width multiplier). Every one takes images in [0, 1] of shape (N, C, H, W) and normalizes
-inside (:class:`Normalize`, buffers saved with the weights); each registers itself in
-:data:`~maskdefense.models.registry.MODELS`.
+"""The image classifiers of the zoo: LeNet-5 (MNIST), a small CNN (8x8 digits), VGG (CIFAR variant) and
+ResNet-18/50/101 (CIFAR or ImageNet stem, width multiplier, optional feature-denoising blocks after chosen
+stages). Every one takes images in [0, 1] of shape (N, C, H, W) and normalizes inside (:class:`Normalize`,
+buffers saved with the weights); each registers itself in :data:`~maskdefense.models.registry.MODELS`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from ..validation import check_images
+from .blocks import NonLocalDenoise
 from .registry import MODELS
 
-__all__ = ["Normalize", "ImageClassifier", "LeNet5", "DigitsCNN", "VGG", "ResNet", "BasicBlock",
+__all__ = ["Normalize", "ImageClassifier", "LeNet5", "DigitsCNN", "VGG", "ResNet", "BasicBlock", "Bottleneck",
            "CIFAR_MEAN", "CIFAR_STD"]
 
 
@@ -147,18 +148,24 @@ class VGG(ImageClassifier):
         return self.classifier(self.features(z))
 
 
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with batch norm and a shortcut (ResNet-18/34); ``planes`` output channels."""
+
     expansion = 1
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = _shortcut(cin, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -166,26 +173,91 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """1x1 - 3x3 - 1x1 convolutions with batch norm and a shortcut (ResNet-50/101); ``4 * planes`` output
+    channels, the stride on the 3x3 convolution (as torchvision and Xie et al.'s code)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut = _shortcut(cin, cout, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        return torch.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+_BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
 class ResNet(ImageClassifier):
-    """ResNet-18 in its CIFAR variant (3x3 stem, no max pool, stages of 64-128-256-512 x width)."""
+    """ResNet: a stem, stages of ``blocks[i]`` residual blocks with ``64 * 2**i * width`` planes (stride 2
+    at the start of every stage but the first), global average pooling, one linear layer.
+
+    block : ``"basic"`` (ResNet-18: ``blocks=(2, 2, 2, 2)``) or ``"bottleneck"`` (ResNet-50: ``(3, 4, 6, 3)``,
+        ResNet-101: ``(3, 4, 23, 3)``).
+    stem : ``"cifar"`` (one 3x3 convolution, stride 1, no pooling: the common CIFAR variant) or
+        ``"imagenet"`` (7x7 convolution with stride 2 and 3x3 max pooling with stride 2, as torchvision's).
+    denoise_after : stages (1-based) followed by a feature-denoising block
+        (:class:`~maskdefense.models.blocks.NonLocalDenoise`): ``(3,)`` one block after stage 3,
+        ``(1, 2, 3, 4)`` one after every stage (Xie et al.'s "ResNet Denoise"). Each block starts as the
+        identity. Without blocks the state-dict keys are those of the plain ResNet (``stem.*``, ``layers.*``,
+        ``head.*``); the blocks add ``denoise.<stage>.*``.
+    denoise_mode : the blocks' denoising operation (one of :data:`~maskdefense.models.blocks.DENOISE_MODES`).
+    """
 
     def __init__(self, blocks: Sequence[int] = (2, 2, 2, 2), in_channels: int = 3, input_size: int = 32,
                  num_classes: int = 10, width: float = 1.0,
-                 mean: Sequence[float] | None = CIFAR_MEAN, std: Sequence[float] | None = CIFAR_STD) -> None:
+                 mean: Sequence[float] | None = CIFAR_MEAN, std: Sequence[float] | None = CIFAR_STD,
+                 block: str = "basic", stem: str = "cifar", denoise_after: Sequence[int] = (),
+                 denoise_mode: str = "embedded_gaussian") -> None:
         super().__init__(in_channels, input_size, num_classes, mean, std)
+        if block not in _BLOCKS:
+            raise ValueError(f"unknown ResNet block {block!r}; known: {sorted(_BLOCKS)}")
+        if stem not in ("cifar", "imagenet"):
+            raise ValueError(f"unknown ResNet stem {stem!r}; known: 'cifar', 'imagenet'")
+        stages_after = sorted(set(int(s) for s in denoise_after))
+        if any(s < 1 or s > len(blocks) for s in stages_after):
+            raise ValueError(f"denoise_after names stages 1..{len(blocks)}, got {list(denoise_after)}")
+        unit = _BLOCKS[block]
         c = _scaled(64, width)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
-        stages: list[nn.Module] = []
+        if stem == "cifar":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(inplace=True))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, c, 7, 2, 3, bias=False), nn.BatchNorm2d(c),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        units: list[nn.Module] = []
+        denoise: dict[str, nn.Module] = {}
+        self._denoise_at: dict[int, str] = {}  # index of a stage's last block -> its denoising block
         for i, n in enumerate(blocks):
-            cout = _scaled(64 * 2**i, width)
+            planes = _scaled(64 * 2**i, width)
             for j in range(n):
-                stages.append(BasicBlock(c, cout, stride=2 if (i > 0 and j == 0) else 1))
-                c = cout
-        self.layers = nn.Sequential(*stages)
+                units.append(unit(c, planes, stride=2 if (i > 0 and j == 0) else 1))
+                c = planes * unit.expansion
+            if i + 1 in stages_after:
+                denoise[str(i + 1)] = NonLocalDenoise(c, denoise_mode)
+                self._denoise_at[len(units) - 1] = str(i + 1)
+        self.layers = nn.Sequential(*units)
+        self.denoise = nn.ModuleDict(denoise)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
     def classify(self, z: Tensor) -> Tensor:
-        return self.head(self.layers(self.stem(z)))
+        z = self.stem(z)
+        for i, unit in enumerate(self.layers):
+            z = unit(z)
+            if i in self._denoise_at:
+                z = self.denoise[self._denoise_at[i]](z)
+        return self.head(z)
 
 
 MODELS.add("lenet5", LeNet5, "LeNet-5 for 28x28 grey images")
@@ -197,3 +269,14 @@ MODELS.add("vgg11_narrow", VGG, "VGG11, CIFAR variant at width 1/4 (fast surroga
 MODELS.add("resnet18", ResNet, "ResNet-18, CIFAR variant, full width (paper setting, GPU)", width=1.0)
 MODELS.add("resnet18_narrow", ResNet, "ResNet-18, CIFAR variant at width 1/4 (CPU preset)", width=0.25)
 MODELS.add("resnet18_half", ResNet, "ResNet-18, CIFAR variant at width 1/2 (CPU recipe preset)", width=0.5)
+MODELS.add("resnet50", ResNet, "ResNet-50 (bottleneck blocks), CIFAR stem (stem='imagenet' for 7x7 + max pool)",
+           blocks=(3, 4, 6, 3), block="bottleneck", width=1.0)
+MODELS.add("resnet101", ResNet, "ResNet-101 (bottleneck blocks), CIFAR stem (stem='imagenet' for 7x7 + max pool)",
+           blocks=(3, 4, 23, 3), block="bottleneck", width=1.0)
+# Feature denoising (Xie et al. 2019): "denoiseK" = K embedded-Gaussian non-local blocks, 1 after stage 3 or 4
+# after every stage.
+for _name, _kw in (("resnet18", {}), ("resnet101", {"blocks": (3, 4, 23, 3), "block": "bottleneck"})):
+    MODELS.add(f"{_name}_denoise1", ResNet, f"{_name} with one non-local denoising block after stage 3",
+               width=1.0, denoise_after=(3,), **_kw)
+    MODELS.add(f"{_name}_denoise4", ResNet, f"{_name} with a non-local denoising block after each of its 4 stages",
+               width=1.0, denoise_after=(1, 2, 3, 4), **_kw)

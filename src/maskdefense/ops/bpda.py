@@ -24,8 +24,8 @@ class _IdentityBackward(torch.autograd.Function):
 
 
 def bpda(f: Callable[[Tensor], Tensor], x: Tensor, approx: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """``f(x)`` in the forward pass; in the backward pass the identity (``approx=None``, requires
-    ``f(x)`` to have the shape of ``x``) or the gradient of ``approx`` at ``x``."""
+    """``f(x)`` in the forward pass (its value exactly); in the backward pass the identity (``approx=None``,
+    requires ``f(x)`` to have the shape of ``x``) or the gradient of ``approx`` at ``x``."""
     with torch.no_grad():
         fx = f(x.detach())
     if approx is None:
@@ -35,7 +35,7 @@ def bpda(f: Callable[[Tensor], Tensor], x: Tensor, approx: Callable[[Tensor], Te
     gx = approx(x)
     if gx.shape != fx.shape:
         raise ValueError(f"BPDA approximation output {tuple(gx.shape)} differs from f(x) {tuple(fx.shape)}")
-    return gx + (fx - gx).detach()
+    return fx + (gx - gx.detach())  # exactly f(x) (gx - gx is 0), the gradient of approx
 
 
 class BPDA(nn.Module):

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..validation import positive_int
+
 __all__ = ["EOT", "log_mean_softmax"]
 
 
@@ -29,8 +31,7 @@ class EOT(nn.Module):
 
     def __init__(self, model: nn.Module, samples: int, reduction: str = "logprob") -> None:
         super().__init__()
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be a positive int, got {samples!r}")
+        positive_int(samples, "samples")
         if reduction not in ("logprob", "logits"):
             raise ValueError(f"reduction must be 'logprob' or 'logits', got {reduction!r}")
         self.model = model

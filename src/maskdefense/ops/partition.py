@@ -20,15 +20,9 @@ import torch
 from torch import Tensor
 
 from ..seeding import uniform
-from ..validation import InputError
+from ..validation import InputError, positive_int
 
 __all__ = ["partition_masks", "mask_copies", "recombine", "PartitionMask"]
-
-
-def _check_n(n: object, what: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{what} must be a positive int, got {n!r}")
-    return n
 
 
 def partition_masks(batch: int, n: int, size: tuple[int, int] | int, *, generator: torch.Generator | None = None,
@@ -40,7 +34,7 @@ def partition_masks(batch: int, n: int, size: tuple[int, int] | int, *, generato
     whose positions ``j`` go to set ``j mod n``; set sizes are ``ceil`` or ``floor`` of ``H W / n``."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise ValueError(f"batch must be a non-negative int, got {batch!r}")
-    n = _check_n(n)
+    n = positive_int(n, "n")
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1 or n > h * w:
         raise ValueError(f"cannot partition {h}x{w} pixels into {n} non-empty sets")
@@ -85,7 +79,7 @@ class PartitionMask:
     learns to fill ``1/n`` of the pixels, as it must at test time."""
 
     def __init__(self, n: int) -> None:
-        self.n = _check_n(n)
+        self.n = positive_int(n, "n")
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 4:

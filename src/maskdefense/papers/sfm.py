@@ -1,8 +1,30 @@
-"""SFM-Defense (Yu, Wang et al. 2022): the attack settings of Section 4, as suites."""
+"""SFM-Defense (Yu, Wang et al. 2022): the attack settings of Section 6.1 (3) as suites, the loss weights of
+Section 6.2, and the training presets of the masker with its classifier (Algorithm 1).
+
+What the paper states (``../shared/papers/004_66ddce0753ab849d.txt``): ResNet-18 classifiers on CIFAR-10 and
+SVHN, ResNet-50 on Tiny-ImageNet (64x64); an Attention U-Net mask generator (no sizes); the target model
+pre-trained for "several epochs" before Algorithm 1 (Section 5.1); Algorithm 1 trains classifier and masker in
+alternation with SGD (no learning rate, batch size or schedule given); the preprocessing is one of feature
+squeezing's (Xu et al. [19]: bit-depth reduction, local median filter, non-local means; no parameters given);
+loss weights (Section 6.2) ``w1 = 2.5e-3, w2 = w3 = 1`` on CIFAR-10 and SVHN, ``w1 = 0.1, w2 = 0.01, w3 = 100``
+on Tiny-ImageNet; 50 epochs (Table 8: "Training Cost (50 epochs)", 231.7 minutes against 78.9 for the
+undefended model).
+
+Tables 1-8 are kept as data (:data:`TABLES`, :data:`WHITE_BOX`, :data:`TIME_COST`), Figures 3-5 as their
+claims (the text carries no values of them).
+
+Not here: a Tiny-ImageNet preset (the dataset is not in the catalogue; its loss weights are kept in
+:data:`LOSS_WEIGHTS`, its table rows in :data:`TABLES`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from ..attacks.suites import Suite, SuiteRow, add_suite
+from ..training.presets import (CPU_RECIPE, CPU_RECIPE_DIFFERS, RESNET18_CIFAR10_CPU, Preset, SFMPreset,
+                                add_preset)
 
 _SFM_SRC = "Yu, Wang et al. 2022, SFM-Defense (Section 4: attack settings)"
 
@@ -28,3 +50,229 @@ add_suite(Suite(
     ),
     _SFM_SRC, "cifar10", None, ("CW is unbounded (eps=inf) as in the paper; its norms are recorded.",),
 ))
+
+#: Loss weights ``(w1, w2, w3)`` of Equation 2 per dataset (Section 6.2).
+LOSS_WEIGHTS = {"cifar10": (2.5e-3, 1.0, 1.0), "svhn": (2.5e-3, 1.0, 1.0), "tiny-imagenet": (0.1, 0.01, 100.0)}
+#: The preprocessing ``T`` per preset suffix: feature squeezing's CIFAR-10 squeezers (Xu et al., NDSS 2018, and
+#: their code's joint CIFAR-10 configuration: 5-bit depth, 2x2 median filter, non-local means "13-3-2": search
+#: window 13, patch 3, strength 2), for want of parameters in the paper. ``{"name": ..., **options}`` for
+#: ``maskdefense.ops.squeeze.create_squeezer``; :data:`DEFENSE_SPECS` gives the same as defense specs.
+PREPROCESS = {
+    "bits": {"name": "bits", "bits": 5},
+    "median": {"name": "median", "size": 2},
+    "nlm": {"name": "nlmeans", "search": 13, "patch": 3, "h": 2},
+}
+#: The squeezer options of each preprocessing in the defense spec syntax (``squeeze:`` and ``sfm:...,``).
+DEFENSE_SPECS = {t: ",".join([f"method={o['name']}", *(f"{k}={v}" for k, v in o.items() if k != "name")])
+                 for t, o in PREPROCESS.items()}
+#: Epochs of Algorithm 1 in the paper (Table 8).
+EPOCHS = 50
+#: A masker of width 16 (levels 16-32-64-128) on the CPU, 64 (64-128-256-512, the usual Attention U-Net) full.
+MASKER_CPU = {"width": 16, "depth": 4}
+MASKER_FULL = {"width": 64, "depth": 4}
+
+_UNSTATED = ("the paper gives no preprocessing parameters: feature squeezing's CIFAR-10 squeezers",
+             "the paper names the Attention U-Net without sizes: levels 64-128-256-512")
+_FULL_OPT = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "cosine", "weight_decay": 5e-4,
+             "batch_size": 128, "crop_padding": 4}
+_FULL_DIFFERS = (*_UNSTATED, "SGD (as Algorithm 1) with momentum 0.9, lr 0.01 cosine, weight decay 5e-4, batch "
+                 "128, crop augmentation: not stated in the paper")
+# A ResNet-18 on SVHN to pre-train the SVHN target model (Section 5.1: "several epochs"; no flips: digits).
+add_preset(Preset("resnet18-svhn-full", "svhn", "resnet18", epochs=20, n_eval=10000,
+                  **{**_FULL_OPT, "lr": 0.1, "label_smoothing": 0.1, "weight_decay_norm": False},
+                  description="ResNet-18 (CIFAR variant, full width) on SVHN for GPU users, 20 epochs: the "
+                              "pre-trained target model of the SVHN masker presets"))
+# The CPU presets: 8 epochs of Algorithm 1 with the bit-depth or median preprocessing, 4 with non-local means,
+# each sized to <= ~60 minutes on 2 CPU cores: one step of 128 images at 32x32 (bfloat16, channels-last) timed
+# at 0.66 s for the classifier phase and 0.97 s for the masker phase on one contended core; with the 0.44 s of
+# the recipe's uncontended 2-core classifier step (results/bench) and that 1.47 ratio, ~1.1 s per batch of both
+# phases, 352 batches of 45000 training images: ~6.5 minutes per epoch; OpenCV's non-local means costs ~0.65 s
+# per 128 images and phase, doubling the epoch.
+_TITLE = {"cifar10": "CIFAR-10", "svhn": "SVHN"}
+
+
+def _sfm_cpu(data: str, t: str, epochs: int, init_epochs: int, **recipe: Any) -> SFMPreset:
+    """The CPU preset ``sfm-<data>-<t>-cpu``: ResNet-18/2 pre-trained by preset ``resnet18-<data>-cpu``
+    (``init_epochs``), the masker of width 16, ``epochs`` of Algorithm 1 with the CPU recipe (changed by
+    ``recipe``) at peak lr 0.05."""
+    no_flip = ("no horizontal flips (digits)",) if recipe.get("hflip") is False else ()
+    return add_preset(SFMPreset(
+        f"sfm-{data}-{t}-cpu", data, "resnet18_half", LOSS_WEIGHTS[data], init=f"resnet18-{data}-cpu",
+        masker_kwargs=MASKER_CPU, preprocess=PREPROCESS[t], epochs=epochs, n_eval=500,
+        **{**CPU_RECIPE, **recipe, "lr": 0.05},
+        differs=(f"ResNet-18 at width 1/2, pre-trained by preset resnet18-{data}-cpu ({init_epochs} epochs)",
+                 "Attention U-Net masker at width 16 (levels 16-32-64-128)",
+                 f"{epochs} epochs of Algorithm 1 (paper: {EPOCHS}), sized to train in <= ~60 minutes on 2 CPU cores",
+                 "one-cycle schedule with peak lr 0.05 for both networks", *CPU_RECIPE_DIFFERS, *no_flip, _UNSTATED[0]),
+        description=f"SFM-Defense on {_TITLE[data]} sized for a 2-core CPU: masker and ResNet-18/2 trained by "
+                    f"Algorithm 1 with preprocessing {t}"))
+
+
+#: (dataset, preprocessing) -> the CPU preset.
+_CPU = {("cifar10", t): _sfm_cpu("cifar10", t, e, 14) for t, e in {"bits": 8, "median": 8, "nlm": 4}.items()}
+for _t, _spec in PREPROCESS.items():
+    for _data, _init in (("cifar10", "resnet18-cifar10-full"), ("svhn", "resnet18-svhn-full")):
+        add_preset(SFMPreset(
+            f"sfm-{_data}-{_t}-full", _data, "resnet18", LOSS_WEIGHTS[_data], init=_init, masker_kwargs=MASKER_FULL,
+            preprocess=_spec, epochs=EPOCHS, n_eval=10000, **{**_FULL_OPT, "hflip": _data == "cifar10"},
+            differs=(*_FULL_DIFFERS, f"the target model pre-trained by preset {_init}"),
+            description=f"SFM-Defense on {_data} as in the paper (ResNet-18, Attention U-Net, {EPOCHS} epochs of "
+                        f"Algorithm 1), preprocessing {_t}, for GPU users"))
+# The embedded 8x8 digits (demo and tests): the masker alone (no preprocessing), a 3-level masker of width 8.
+add_preset(SFMPreset("sfm-digits", "digits", "digits_cnn", LOSS_WEIGHTS["cifar10"], init="plain-digits",
+                     masker_kwargs={"width": 8, "depth": 3}, epochs=10, batch_size=64, optimizer="adam", lr=1e-3,
+                     n_eval=360, description="a masker trained with the digits CNN by Algorithm 1, no preprocessing "
+                                             "(demo and tests)"))
+
+# ---- the models of the experiments (maskdefense.experiments.sfm)
+
+#: The preprocessing of the full rows of the experiments. The paper shows one "Ours" row in Tables 1-8 and never
+#: says which of its three preprocessings it is; the median filter is taken: fully trained on the CPU (8 epochs
+#: of Algorithm 1; non-local means gets 4 in the same time) and cheap in every attack step of the gray- and
+#: white-box threats (OpenCV's non-local means costs about as much as the classifier's forward pass).
+MAIN_PREPROCESS = "median"
+# The independently trained black-box source model (Section 6.1 (1): "another independently trained ResNet18"):
+# the classifier's preset with another seed, i.e. another initialization and data order.
+add_preset(replace(
+    RESNET18_CIFAR10_CPU, name="resnet18-cifar10-surrogate-cpu", seed_offset=1,
+    description="the black-box transfer surrogate of the CIFAR-10 ResNet-18: preset resnet18-cifar10-cpu trained "
+                "with the seed + 1 (another initialization and data order)"))
+# SVHN on the CPU (the data is not on the development machine; the presets mirror CIFAR-10's, sized for the
+# ~1.5x larger training split: a classifier epoch ~3.7 minutes, an epoch of Algorithm 1 ~10 minutes).
+_SVHN_CPU = {**CPU_RECIPE, "hflip": False}
+_SVHN_DIFFERS = ("ResNet-18 at width 1/2", "8 epochs, sized to train in ~30 minutes on 2 CPU cores",
+                 *CPU_RECIPE_DIFFERS, "no horizontal flips (digits)")
+for _name, _offset, _what in (("resnet18-svhn-cpu", 0, "the target model pre-trained for the SVHN masker presets "
+                               "and the undefended model"),
+                              ("resnet18-svhn-surrogate-cpu", 1, "the black-box transfer surrogate (seed + 1)")):
+    add_preset(Preset(_name, "svhn", "resnet18_half", epochs=8, n_eval=1000, seed_offset=_offset, **_SVHN_CPU,
+                      differs=_SVHN_DIFFERS, description=f"ResNet-18/2 on SVHN with the CPU recipe: {_what}"))
+_CPU.update({("svhn", t): _sfm_cpu("svhn", t, e, 8, hflip=False)
+             for t, e in {"bits": 5, "median": 5, "nlm": 3}.items()})
+#: One epoch of Algorithm 1 per point of the w1 sweep (Figure 3) and the loss ablation (Figure 5): the main CPU
+#: preset shortened (~6.5 minutes on CIFAR-10), its loss weights set per point.
+SWEEP_EPOCHS = 1
+for _data in ("cifar10", "svhn"):
+    _p = _CPU[_data, MAIN_PREPROCESS]
+    add_preset(replace(_p, name=f"sfm-{_data}-{MAIN_PREPROCESS}-sweep-cpu", epochs=SWEEP_EPOCHS,
+                       differs=tuple(f"{SWEEP_EPOCHS} epoch of Algorithm 1 per point (paper: {EPOCHS})"
+                                     if "epochs of Algorithm 1" in d else d for d in _p.differs),
+                       description=f"preset {_p.name} shortened to {SWEEP_EPOCHS} epoch: the points of the w1 sweep "
+                                   "and of the loss ablation"))
+
+# ---- the paper's numbers (Section 6.3-6.5), as printed
+
+#: Columns of the black-box tables (1, 3, 5) and of the gray- and white-box tables (2, 4, 6, 7): the labels of
+#: the suites ``sfm-transfer`` and ``sfm-graybox``.
+BLACK_BOX_COLUMNS = ("Clean", "PGD-8", "PGD-16", "MIM-8", "MIM-16", "Diverse-8", "Diverse-16")
+GRAY_BOX_COLUMNS = ("Clean", "FGSM-8", "FGSM-16", "PGD-8", "PGD-16", "CW")
+
+
+def _table(columns: tuple[str, ...], text: str) -> dict[str, dict[str, float]]:
+    """Lines ``Method v1 v2 ...`` (percentages as printed) -> ``{method: {column: fraction}}``."""
+    out = {}
+    for line in text.strip().splitlines():
+        name, *values = line.split()
+        if len(values) != len(columns):
+            raise ValueError(f"{name}: {len(values)} values for {len(columns)} columns")
+        out[name] = {c: round(float(v) / 100, 4) for c, v in zip(columns, values)}
+    return out
+
+
+#: Tables 1-6: ``(dataset, threat) -> (table number, {method: {column: accuracy}})``; "Ours" is SFM-Defense.
+#: Accuracy of the defended model on the adversarial test images (Section 6.3: "the average accuracy of the
+#: defended clean samples and the adversarial examples on the target model"). Table 4's TVM row is kept as
+#: printed (FGSM-8 equal to its clean accuracy, PGD-16 above PGD-8).
+TABLES = {
+    ("cifar10", "black-box"): (1, _table(BLACK_BOX_COLUMNS, """
+        Vanilla      87.1 34.8 21.3 24.4 12.2 20.8 10.4
+        FS           85.0 44.5 28.4 32.5 15.4 28.3 13.5
+        TVM          82.7 50.5 23.6 36.6 16.2 32.4 14.1
+        Quilt        77.5 64.8 52.9 53.6 34.1 51.3 30.5
+        PixelDefend  78.9 46.9 29.1 34.9 16.0 31.1 13.8
+        Sensitivity  77.6 62.2 56.3 53.8 45.4 51.0 44.5
+        Ours         86.2 64.6 40.3 59.7 33.3 55.1 31.3""")),
+    ("cifar10", "gray-box"): (2, _table(GRAY_BOX_COLUMNS, """
+        Vanilla      87.1 14.2 11.8  7.2  6.8  8.2
+        FS           85.0 18.4 13.4  8.2  6.9  8.6
+        TVM          82.7 25.5 13.3  7.9  6.8  8.6
+        Quilt        77.5 32.4 17.8 25.8 10.8 35.5
+        PixelDefend  78.9 18.2 13.0  8.2  6.8 10.2
+        Sensitivity  77.6 34.3 27.0 43.8 33.4 51.1
+        Ours         86.2 56.8 34.2 51.5 34.7 84.9""")),
+    ("svhn", "black-box"): (3, _table(BLACK_BOX_COLUMNS, """
+        Vanilla      93.8 30.2 13.6 30.0 10.0 28.8  9.3
+        FS           92.7 33.2 15.5 32.6 11.4 31.6 10.7
+        TVM          92.6 34.3 15.3 33.6 11.1 32.7 10.4
+        Quilt        93.3 36.0 16.7 35.1 11.6 34.2 11.1
+        PixelDefend  92.5 30.9 13.6 30.6  9.9 29.4  9.3
+        Sensitivity  92.5 57.9 29.8 60.6 25.2 60.4 24.2
+        Ours         91.3 70.0 52.6 67.1 50.3 65.8 48.1""")),
+    ("svhn", "gray-box"): (4, _table(GRAY_BOX_COLUMNS, """
+        Vanilla      93.8 18.0  5.9  8.8  3.7  3.8
+        FS           92.7 20.2  6.6 11.1  4.6  5.1
+        TVM          92.6 92.6 27.1  7.3 10.5  3.8
+        Quilt        93.3 21.7  6.8 12.1  4.4  4.7
+        PixelDefend  92.5 18.2  5.5  9.4  3.6  3.9
+        Sensitivity  92.5 35.8 16.5 40.4 17.5 35.5
+        Ours         91.3 64.1 50.7 42.1 17.9 87.9""")),
+    ("tiny-imagenet", "black-box"): (5, _table(BLACK_BOX_COLUMNS, """
+        Vanilla      69.9 19.3 10.3 17.4  8.3 14.8  7.5
+        FS           66.6 20.2 10.3 17.1  8.4 14.8  7.4
+        TVM          67.1 20.2 10.9 17.5  8.7 14.8  7.7
+        Quilt        64.6 35.1 24.6 31.6 14.2 28.1 12.4
+        Sensitivity  60.1 37.8 32.8 36.1 23.0 33.8 19.9
+        Ours         58.4 40.3 30.1 38.7 22.5 37.2 18.2""")),
+    ("tiny-imagenet", "gray-box"): (6, _table(GRAY_BOX_COLUMNS, """
+        Vanilla      69.9  7.4  4.5  7.1  5.9 11.4
+        FS           66.6  8.0  6.1  8.7  6.4  0.0
+        TVM          67.1 12.3  6.4  8.0  5.5 12.3
+        Quilt        64.6 15.4  8.2 12.8  8.8 20.4
+        Sensitivity  60.1 17.1  9.9 23.0 17.2 35.0
+        Ours         58.4 24.9 15.6 25.3 19.9 53.0""")),
+}
+#: The methods of Tables 1-6 this project does not run, and why: their rows appear as the paper's numbers only.
+NOT_RUN = {
+    "Quilt": "image quilting needs a database of about a million clean-image patches and a nearest-neighbour "
+             "search for every patch (see maskdefense.ops.squeeze)",
+    "PixelDefend": "needs a trained PixelCNN and a per-pixel greedy purification",
+    "Sensitivity": "the high-low sensitivity adaptive defense [26], an image reconstruction the paper times at "
+                   "9.6 minutes per 10,000 images (Table 8)",
+}
+#: Table 7: SFM-Defense against adaptive (white-box) attacks, ``dataset -> {column: accuracy}``.
+WHITE_BOX = _table(GRAY_BOX_COLUMNS, """
+    cifar10        86.2 51.5 37.4 11.0  4.7  1.6
+    svhn           91.3 66.2 43.4 29.6 17.1 31.7
+    tiny-imagenet  58.4 10.4  7.6  0.4  0.1  0.2""")
+#: Table 8 (CIFAR-10): minutes of training (50 epochs; the classifier's and the defense's networks together)
+#: and of defending 10,000 images (defense and target model), per method.
+TIME_COST = {
+    "None": {"training_min": 78.9, "defending_min": 0.3},
+    "FS(Baseline)": {"training_min": 78.9, "defending_min": 0.3},
+    "PixelDefend": {"training_min": 208.3, "defending_min": 0.8},
+    "Sensitivity": {"training_min": 78.9, "defending_min": 9.6},
+    "Ours": {"training_min": 231.7, "defending_min": 0.8},
+}
+#: Figure 3 (CIFAR-10, PGD Linf 8/255): the text gives no values or axis range, only these claims.
+FIG3_CLAIMS = (
+    "with suitable w2 and w3 and w1 in its feasible region, clean accuracy falls as w1 grows",
+    "and the accuracy on adversarial examples (black-box and gray-box PGD Linf 8/255) rises as w1 grows",
+    "the reported w1 (2.5e-3 on CIFAR-10 and SVHN) is the one with the highest sum of clean and black-box "
+    "adversarial accuracy",
+)
+#: Figure 4: what the defended samples look like.
+FIG4_CLAIMS = (
+    "on CIFAR-10 (and Tiny-ImageNet) the masker removes the pixels of the background, keeping the features that "
+    "contribute most to the classification",
+    "on SVHN it tends to enhance semantic features",
+)
+#: Figure 5 and Section 6.6: the loss without its semantic (No_Seg) or reconstruction (No_Recon) term.
+FIG5_CLAIMS = (
+    "without the semantic loss or the reconstruction loss, part of the defended samples keep very little "
+    "semantic information and the rest are almost all 0s (Section 4.3's collapse)",
+    "the clean and adversarial accuracy are then 'basically the same as those of random guess'",
+)
+#: The values of w1 of our Figure 3 sweep (a few around the reported 2.5e-3) and the ablation's weights.
+SWEEP_W1 = (1e-3, 2.5e-3, 1e-2, 4e-2)
+ABLATION = {"complete": (1.0, 1.0), "no semantic loss (w2 = 0)": (0.0, 1.0),
+            "no reconstruction loss (w3 = 0)": (1.0, 0.0)}

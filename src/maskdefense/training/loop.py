@@ -27,7 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,15 +38,16 @@ from ..checkpoint import (
 )
 from ..provenance import run_metadata
 from ..rundir import exclusive
-from ..validation import check_images, check_labels
+from ..validation import check_images
 from .config import EpochStats, TrainConfig
 from .predict import accuracy, predict_labels
-from .tasks import ClassificationTask, Task
+from .tasks import ClassificationTask, SegmentationTask, Task, make_task
 from .tasks.base import describe
-from .transforms import Transform, augment
+from .transforms import Transform
 
 __all__ = ["TrainConfig", "Trainer", "EpochStats", "accuracy", "predict_labels", "Transform", "train_on_dataset",
-           "train_autoencoder_on_dataset", "training_key"]
+           "train_autoencoder_on_dataset", "train_sfm_on_dataset", "train_denoiser_on_dataset", "train_on_part_data",
+           "training_key", "sfm_training_key", "denoiser_training_key", "part_training_key", "PART_TASKS"]
 
 STATE_FORMAT = "maskdefense-train-state-v2"
 #: Run metadata that stays out of the checkpoint's embedded record (it differs between identical runs).
@@ -55,7 +56,8 @@ _LABELS = {"accuracy": "acc"}
 
 
 class Trainer:
-    """Runs a task on in-memory data ``(images, labels)``: see the module docstring."""
+    """Runs a task on in-memory data ``(images, targets)`` (class labels, or what the task trains on:
+    :meth:`~maskdefense.training.tasks.Task.check_targets`): see the module docstring."""
 
     def __init__(
         self,
@@ -88,16 +90,16 @@ class Trainer:
         self.config = config or TrainConfig()
         x, y = train
         check_images(x, name="training images")
-        self.train_x, self.train_y = x, check_labels(y, len(x), name="training labels")
+        self.train_x, self.train_y = x, task.check_targets(y, len(x), name="training labels")
         if len(x) == 0:
             raise ValueError("no training images")
         if val is not None:
             check_images(val[0], name="validation images")
-            val = (val[0], check_labels(val[1], len(val[0]), name="validation labels"))
+            val = (val[0], task.check_targets(val[1], len(val[0]), name="validation labels"))
         self.val = val
         if monitor is not None:
             check_images(monitor[0], name="monitoring images")
-            monitor = (monitor[0], check_labels(monitor[1], len(monitor[0]), name="monitoring labels"))
+            monitor = (monitor[0], task.check_targets(monitor[1], len(monitor[0]), name="monitoring labels"))
         self.monitor = monitor
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.meta = dict(meta or {})
@@ -253,7 +255,7 @@ class Trainer:
                 idx = order[i : i + c.batch_size]
                 xb, yb = self.train_x[idx], self.train_y[idx]
                 if aug:
-                    xb = augment(xb, self.generator, c.crop_padding, c.hflip)
+                    xb, yb = task.augment(xb, yb, self.generator, c.crop_padding, c.hflip)
                 metrics = task.step(phase, xb, yb, self.generator)
                 # running totals stay tensors: no host sync per batch
                 b = len(idx)
@@ -313,18 +315,23 @@ class Trainer:
         return self.history
 
 
-def training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig,
-                 transform: Transform | None = None, limit: int | None = None,
-                 init: str | None = None, loss: str | None = None) -> dict[str, Any]:
+def training_key(dataset: str | Mapping[str, Any], model_name: str, model_kwargs: dict[str, Any] | None,
+                 config: TrainConfig,
+                 transform: Transform | nn.Module | None = None, limit: int | None = None,
+                 init: str | None = None, loss: str | None = None,
+                 task: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that defines a model trained by :func:`train_on_dataset` (recorded in its checkpoint as
     ``training_key``): two runs with equal keys train the same model. ``init``: the weights hash of the
     checkpoint training started from (fine-tuning), absent when trained from scratch. ``loss``: the
     reconstruction loss of an autoencoder (:func:`train_autoencoder_on_dataset`; its ``transform`` is the
-    corruption), absent for a classifier."""
+    corruption), absent for a classifier. ``task``: what else a task trains and how (a masker trained with
+    the classifier: :func:`train_sfm_on_dataset`; ``transform`` is then its preprocessing; the inner attack of
+    adversarial training; the kind of a network trained on part data), absent otherwise. ``dataset``: a
+    registered dataset's name, or the description of generated or part-annotated data."""
     cfg = config.key()
     key = {"dataset": dataset, "model": model_name, "model_kwargs": dict(model_kwargs or {}), "train": cfg,
            "transform": describe(transform), "limit": limit, **({"init": init} if init is not None else {}),
-           **({"reconstruction_loss": loss} if loss is not None else {})}
+           **({"reconstruction_loss": loss} if loss is not None else {}), **({"task": task} if task else {})}
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
@@ -344,14 +351,17 @@ def train_on_dataset(
     meta: dict[str, Any] | None = None,
     init_from: str | Path | None = None,
     monitor_test: bool = False,
+    task: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``dataset``, train ``model_name`` on its train split (validating on the fixed val split),
     measure test accuracy, and write the checkpoint to ``out_dir/model.safetensors``, holding the output
     folder's lock throughout. ``meta`` is added to the checkpoint's record (e.g. ``{"preset": ...}``, whose
     test setting ``predict`` uses). ``init_from``: a checkpoint of the same architecture to start from
     (fine-tuning; its weights hash joins the training key). ``monitor_test``: also measure test accuracy
-    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). Returns
-    ``(model, metadata)``: the record with the run's metadata."""
+    after every epoch (outside the epoch's timed seconds; for accuracy-against-time curves). ``task``: how the
+    model is trained (:func:`~maskdefense.training.tasks.make_task`: adversarial training, the Parseval retraction,
+    PCL; ``None``: cross-entropy), part of the training key. Returns ``(model, metadata)``: the record with the
+    run's metadata."""
     from ..checkpoint import load_into
     from ..data import load_dataset
     from ..models import create_model
@@ -368,9 +378,11 @@ def train_on_dataset(
         if init_from is not None:
             init = components_of(load_into(model, init_from))["model"]["weights_sha256"]
         trainer = Trainer(
-            model, train.tensors(), val.tensors(), config, transform=transform, out_dir=out_dir, lock=False,
+            make_task(model, task, transform=transform, num_classes=len(train.classes)), train.tensors(),
+            val.tensors(), config, out_dir=out_dir, lock=False,
             meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
-                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init)},
+                  "training_key": training_key(dataset, model_name, model_kwargs, config, transform, limit, init,
+                                               task=task)},
             progress=progress, log=log, monitor=test.tensors() if monitor_test else None,
         )
         trainer.fit(resume=resume)
@@ -429,5 +441,217 @@ def train_autoencoder_on_dataset(
         assert path is not None
         meta = read_metadata(path)
         meta.update(test_mse=err["mse"], test_input_mse=err["input_mse"], n_test=len(test))
+        save_checkpoint(model, path, meta, run=trainer.run_info())
+        return model, read_sidecar(path)
+
+
+def denoiser_training_key(dataset: str, model_name: str, model_kwargs: dict[str, Any] | None, config: TrainConfig, *,
+                          classifier: str, sigma: float, objective: str, init: str | None = None) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_denoiser_on_dataset` run (``classifier``, ``init``: weights
+    hashes of the frozen classifier and of the denoiser training starts from)."""
+    return training_key(dataset, model_name, model_kwargs, config, init=init,
+                        task={"denoiser": {"classifier": classifier, "sigma": float(sigma), "objective": objective}})
+
+
+def train_denoiser_on_dataset(
+    dataset: str,
+    model_name: str,
+    classifier_from: str | Path,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    sigma: float,
+    objective: str = "stability",
+    model_kwargs: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the denoiser ``model_name`` in front of the frozen classifier of the checkpoint ``classifier_from``
+    on Gaussian noise ``sigma`` (:class:`~maskdefense.training.tasks.DenoiserTask`, ``objective`` "stability" or
+    "mse": Denoised Smoothing), starting from the denoiser component of ``init_from`` when given (Salman et al.'s
+    ``--pretrained-denoiser``: an MSE-trained denoiser fine-tuned with the stability objective), validating on the
+    fixed val split; then measure the test split (``test_accuracy``: the classifier on denoised noisy images,
+    ``test_noisy_accuracy``: on the noisy images alone) and write both networks, the components ``"denoiser"``
+    and ``"classifier"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns
+    ``(denoiser, metadata)``."""
+    from ..checkpoint import load_into, load_model
+    from ..data import load_dataset
+    from ..models import create_model
+    from ..seeding import derive_seed, seeded
+    from .tasks import DenoiserTask
+
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        classifier, cmeta = load_model(classifier_from)
+        torch.manual_seed(config.seed)
+        denoiser = create_model(model_name, **{"in_channels": c, "input_size": h, **(model_kwargs or {})})
+        init = None
+        if init_from is not None:
+            init = components_of(load_into(denoiser, init_from, component="denoiser"))["denoiser"]["weights_sha256"]
+        task = DenoiserTask(denoiser, classifier, sigma, objective=objective)
+        key = denoiser_training_key(dataset, model_name, model_kwargs, config, sigma=sigma, objective=objective,
+                                    classifier=components_of(cmeta)["model"]["weights_sha256"], init=init)
+        trainer = Trainer(task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        res = task.validate(test.tensors(), seeded(derive_seed(config.seed, "test noise")))
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update({f"test_{k}": v for k, v in res.items()}, n_test=len(test))
+        save_components(task.networks, path, meta, run=trainer.run_info())
+        return denoiser, read_sidecar(path)
+
+
+def sfm_training_key(dataset: str, classifier_name: str, classifier_kwargs: dict[str, Any] | None,
+                     config: TrainConfig, *, masker_name: str, masker_kwargs: dict[str, Any] | None,
+                     weights: Sequence[float], preprocess: nn.Module | None, classifier_input: str,
+                     limit: int | None = None, init: str | None = None) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_sfm_on_dataset` run."""
+    return training_key(dataset, classifier_name, classifier_kwargs, config, preprocess, limit, init,
+                        task={"masker": masker_name, "masker_kwargs": dict(masker_kwargs or {}),
+                              "weights": [float(w) for w in weights], "classifier_input": classifier_input})
+
+
+def train_sfm_on_dataset(
+    dataset: str,
+    classifier_name: str,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    weights: Sequence[float],
+    classifier_kwargs: dict[str, Any] | None = None,
+    masker_name: str = "attention_unet",
+    masker_kwargs: dict[str, Any] | None = None,
+    preprocess: nn.Module | None = None,
+    classifier_input: str = "preprocessed",
+    init_from: str | Path | None = None,
+    data_root: str | Path | None = None,
+    limit: int | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """Train the masker ``masker_name`` with the classifier ``classifier_name`` on ``dataset`` in alternation
+    (:class:`~maskdefense.training.tasks.SparseMaskTask`: loss ``weights`` ``(w1, w2, w3)``, the preprocessing
+    ``preprocess``, ``classifier_input``), validating on the fixed val split; the classifier starts from the
+    single-network checkpoint ``init_from`` when given (pre-training of the target model; its weights hash
+    joins the training key). Then measure the test-time pipeline on the test split (``test_accuracy``,
+    ``test_mask_mean``, ``test_kept``) and write both networks, the components ``"classifier"`` and
+    ``"masker"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns ``(networks, metadata)``."""
+    from ..checkpoint import load_into
+    from ..data import load_dataset
+    from ..models import create_model
+    from .tasks import SparseMaskTask
+
+    with exclusive(out_dir, "train"):
+        train = load_dataset(dataset, "train", root=data_root, limit=limit)
+        val = load_dataset(dataset, "val", root=data_root)
+        test = load_dataset(dataset, "test", root=data_root)
+        _, c, h, _ = train.images.shape
+        torch.manual_seed(config.seed)
+        classifier = create_model(classifier_name, **{"in_channels": c, "input_size": h,
+                                                      "num_classes": len(train.classes), **(classifier_kwargs or {})})
+        masker = create_model(masker_name, **{"in_channels": c, "input_size": h, **(masker_kwargs or {})})
+        init = None
+        if init_from is not None:
+            init = components_of(load_into(classifier, init_from))["model"]["weights_sha256"]
+        task = SparseMaskTask(classifier, masker, weights=weights, preprocess=preprocess,
+                              classifier_input=classifier_input)
+        key = sfm_training_key(dataset, classifier_name, classifier_kwargs, config, masker_name=masker_name,
+                               masker_kwargs=masker_kwargs, weights=weights, preprocess=preprocess,
+                               classifier_input=classifier_input, limit=limit, init=init)
+        trainer = Trainer(task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        res = task.validate(test.tensors(), torch.Generator().manual_seed(config.seed))
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update({f"test_{k}": v for k, v in res.items()}, n_test=len(test))
+        save_components(task.networks, path, meta, run=trainer.run_info())
+        return task.networks, read_sidecar(path)
+
+
+#: What :func:`train_on_part_data` trains: a part extractor (per-pixel part labels) or an image classifier.
+PART_TASKS = ("segment", "classify")
+
+
+def part_training_key(task: str, data: Mapping[str, Any], model_name: str, model_kwargs: dict[str, Any] | None,
+                      config: TrainConfig, area_threshold: float = 0.01) -> dict[str, Any]:
+    """The :func:`training_key` of a :func:`train_on_part_data` run (``area_threshold`` only for ``"segment"``:
+    its part-set metric, recorded with the extractor)."""
+    if task not in PART_TASKS:
+        raise ValueError(f"task must be one of {PART_TASKS}, got {task!r}")
+    kind = {"kind": task, **({"area_threshold": float(area_threshold)} if task == "segment" else {})}
+    return training_key(dict(data), model_name, model_kwargs, config, task=kind)
+
+
+def train_on_part_data(
+    task: str,
+    data: Mapping[str, Any],
+    model_name: str,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    model_kwargs: dict[str, Any] | None = None,
+    area_threshold: float = 0.01,
+    data_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train on the part-annotated data ``data`` (a description for :func:`maskdefense.data.part_dataset`),
+    validating on its val split, and write the checkpoint to ``out_dir/model.safetensors``, holding the folder's
+    lock. ``task="segment"``: the part extractor ``model_name`` (built with ``num_parts``) learns the part maps
+    (:class:`~maskdefense.training.tasks.SegmentationTask`); test metrics ``test_pixel_accuracy``,
+    ``test_mean_iou``, ``test_part_set_accuracy``. ``task="classify"``: the classifier ``model_name`` (built with
+    ``num_classes``) learns the class labels; ``test_accuracy``. The record holds the data description
+    (``part_data``), the part vocabulary (``part_names``), the classes and, when the description has them, which
+    parts each class has (``class_parts``): what a part-based defense needs besides the weights."""
+    from ..data import part_dataset
+    from ..models import create_model
+    from .tasks.segment import segmentation_metrics
+
+    key = part_training_key(task, data, model_name, model_kwargs, config, area_threshold)
+    with exclusive(out_dir, "train"):
+        train, val, test = (part_dataset(data, s, root=data_root) for s in ("train", "val", "test"))
+        _, c, h, _ = train.images.shape
+        size = {"num_parts": len(train.part_names)} if task == "segment" else {"num_classes": len(train.classes)}
+        torch.manual_seed(config.seed)
+        model = create_model(model_name, **{"in_channels": c, "input_size": h, **size, **(model_kwargs or {})})
+        targets = (lambda d: (d.images, d.part_map)) if task == "segment" else (lambda d: (d.images, d.labels))
+        work: Task = SegmentationTask(model, area_threshold=area_threshold) if task == "segment" \
+            else ClassificationTask(model)
+        record = {"part_data": json.loads(json.dumps(dict(data))), "part_names": list(train.part_names),
+                  "classes": list(train.classes),
+                  **({"class_parts": {k: list(v) for k, v in data["class_parts"].items()}}
+                     if "class_parts" in data else {})}
+        trainer = Trainer(work, targets(train), targets(val), config, out_dir=out_dir, lock=False, progress=progress,
+                          log=log, meta={**(meta or {}), **record, "n_train": len(train), "n_val": len(val),
+                                         "training_key": key})
+        trainer.fit(resume=resume)
+        model.eval()
+        if task == "segment":
+            res = {f"test_{k}": v for k, v in segmentation_metrics(
+                model, test.images, test.part_map, area_threshold=area_threshold,
+                batch_size=config.eval_batch_size).items()}
+        else:
+            res = {"test_accuracy": accuracy(model, test.images, test.labels, batch_size=config.eval_batch_size)}
+        path = trainer.checkpoint_path
+        assert path is not None
+        meta = read_metadata(path)
+        meta.update(res, n_test=len(test))
         save_checkpoint(model, path, meta, run=trainer.run_info())
         return model, read_sidecar(path)

@@ -53,20 +53,29 @@ class AdversarialTask(ClassificationTask):
     def __init__(self, model: nn.Module, eps: float, *, mode: str = "pgd", steps: int = 10, alpha: float | None = None,
                  random_start: bool = True, transform: Transform | None = None, extra: nn.Module | None = None,
                  hooks: Sequence[Hook] = ()) -> None:
+        attack = self.attack_settings(eps, mode=mode, steps=steps, alpha=alpha, random_start=random_start)
+        super().__init__(model, transform=transform, extra=extra, hooks=hooks)
+        self.mode, self.eps, self.alpha = attack["mode"], attack["eps"], attack["alpha"]
+        self.steps, self.random_start = attack["steps"], attack["random_start"]
+
+    @staticmethod
+    def attack_settings(eps: float, *, mode: str = "pgd", steps: int = 10, alpha: float | None = None,
+                        random_start: bool = True) -> dict[str, Any]:
+        """The inner attack these arguments give, with every default filled in (what the task's
+        configuration records; a training key can be computed from it before any network exists)."""
         if mode not in ("pgd", "fast"):
             raise ValueError(f"mode must be 'pgd' or 'fast', got {mode!r}")
         if not eps > 0 or steps < 1 or (alpha is not None and not alpha > 0):
             raise ValueError("eps and alpha must be > 0 and steps >= 1")
-        super().__init__(model, transform=transform, extra=extra, hooks=hooks)
-        self.mode, self.eps = mode, float(eps)
-        self.steps = 1 if mode == "fast" else int(steps)
-        self.random_start = True if mode == "fast" else bool(random_start)
-        self.alpha = float(alpha) if alpha is not None else (1.25 * eps if mode == "fast" else 2.5 * eps / self.steps)
+        steps = 1 if mode == "fast" else int(steps)
+        alpha = float(alpha) if alpha is not None else (1.25 * eps if mode == "fast" else 2.5 * eps / steps)
+        return {"mode": mode, "norm": "linf", "eps": float(eps), "alpha": alpha, "steps": steps,
+                "random_start": True if mode == "fast" else bool(random_start)}
 
     def inputs(self, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
         x = super().inputs(x, y, generator)
         return pgd_linf(self.model, x, y, self.eps, self.alpha, self.steps, generator, self.random_start)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "attack": {"mode": self.mode, "norm": "linf", "eps": self.eps, "alpha": self.alpha,
-                                               "steps": self.steps, "random_start": self.random_start}}
+        return {**super().config(), "attack": self.attack_settings(self.eps, mode=self.mode, steps=self.steps,
+                                                                   alpha=self.alpha, random_start=self.random_start)}

@@ -11,6 +11,10 @@ parameters trainable; every other network is in eval mode with its parameters fr
 BatchNorm statistics updated). A subclass defines at least :meth:`~Task.loss`; :meth:`~Task.step`
 (loss, backward, optimizer step, post-step hooks, schedule) rarely needs overriding.
 
+The trainer's *targets* are class labels ``(N,)`` unless a task says otherwise: :meth:`~Task.check_targets`
+validates them and :meth:`~Task.augment` crops and flips a training batch (a segmentation task's targets are
+per-pixel maps, cropped and flipped with their images).
+
 Metrics returned by :meth:`~Task.loss` and :meth:`~Task.step` are 0-d tensors averaged over the batch
 (the trainer accumulates them without a host synchronization per batch).
 """
@@ -23,7 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ...validation import check_labels
 from ..config import TrainConfig
+from ..transforms import augment
 
 #: ``hook(task, phase)``: run under ``torch.no_grad()`` after every optimizer step.
 Hook = Callable[["Task", str], None]
@@ -113,6 +119,16 @@ class Task:
         return {"task": self.name, "networks": {k: describe(v) for k, v in self.networks.items()},
                 "trains": {p: list(self.trains(p)) for p in self.phases()},
                 "hooks": [describe(h) for h in self.hooks]}
+
+    def check_targets(self, y: Any, n: int, name: str = "labels") -> Tensor:
+        """The targets of ``n`` images, checked (one clear error otherwise): class labels ``(n,)``."""
+        return check_labels(y, n, name=name)
+
+    def augment(self, x: Tensor, y: Tensor, generator: torch.Generator, crop_padding: int,
+                hflip: bool) -> tuple[Tensor, Tensor]:
+        """A training batch after the configuration's random crop and flip (drawn from ``generator``):
+        the images; class labels are unchanged."""
+        return augment(x, generator, crop_padding, hflip), y
 
     def extra_state(self) -> dict[str, Any]:
         """State besides networks, optimizers and schedules to save for resuming (plain data)."""

@@ -1,0 +1,371 @@
+"""Certified patch robustness: each certificate against brute force on tiny images, the double-masking
+rules on hand-made cases, the empirical patch attack against certified images, the command (resumable)."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from maskdefense.certify import (DerandomizedSmoothing, GridCertifier, PatchCleanser, affected_copies,
+                                 build_certifier, double_masking, feasibility, location_margins,
+                                 unaffected_fraction)
+from maskdefense.ops.ablation import (BandAblation, BlockAblation, Cutout, band_masks, block_masks, covering_masks,
+                                      make_transform, patch_locations, patch_mask)
+from maskdefense.ops.vote import top_class
+from maskdefense.spec import SpecError
+
+
+class Marker(nn.Module):
+    """Class 1 iff a visible pixel is brighter than 0.95 (a patch of ones is the worst case for every copy
+    it touches), else class 0; nearly one-hot softmax. A removed (black) pixel is never bright."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bright = x.flatten(1).max(dim=1).values
+        return torch.stack([torch.zeros_like(bright), 100.0 * (bright - 0.95)], dim=1)
+
+
+def _marker_images(n: int, side: int, seed: int = 0) -> torch.Tensor:
+    """Dark images (pixels <= 0.5) with 0 to 3 bright pixels at random places: some copies see one."""
+    g = torch.Generator().manual_seed(seed)
+    x = 0.5 * torch.rand(n, 1, side, side, generator=g)
+    for i in range(n):
+        for _ in range(i % 4):
+            r, c = torch.randint(0, side, (2,), generator=g).tolist()
+            x[i, 0, r, c] = 1.0
+    return x
+
+
+def _ones_patch_everywhere(cert, x: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(N,)`` bool: a patch of ones at some location changes the decision (brute force, every location)."""
+    locs = patch_locations(x.shape[2:], patch)
+    pm = patch_mask(x.shape[2:], patch, locs)  # (L, 1, H, W)
+    clean = cert.predict(x)
+    changed = torch.zeros(x.shape[0], dtype=torch.bool)
+    for i in range(x.shape[0]):
+        patched = x[i:i + 1] * (1 - pm) + pm
+        changed[i] = bool((cert.predict(patched) != clean[i]).any())
+    return changed
+
+
+# ---- geometry
+
+
+def test_band_and_block_ablations_wrap_like_the_reference():
+    m = band_masks(6, 2)
+    assert m.shape == (6, 1, 6, 6)
+    assert m[5, 0, 0].tolist() == [1, 0, 0, 0, 0, 1]  # columns 5 and 0
+    assert torch.equal(band_masks(6, 2, "row")[1, 0, :, 0], torch.tensor([0.0, 1, 1, 0, 0, 0]))
+    b = block_masks(4, 2)
+    assert b.shape == (16, 1, 4, 4) and bool((b.sum(dim=(1, 2, 3)) == 4).all())
+    assert b[15, 0].nonzero().tolist() == [[0, 0], [0, 3], [3, 0], [3, 3]]  # wraps both ways
+
+
+@pytest.mark.parametrize("n, p, k", [(32, 5, 6), (32, 2, 6), (28, 5, 6), (8, 2, 3), (10, 3, 2), (9, 9, 3)])
+def test_covering_masks_follow_the_reference_and_cover_every_patch(n, p, k):
+    cs = covering_masks(n, p, k=k)
+    s = math.ceil((n - p + 1) / k)
+    m = min(p + s - 1, n)
+    assert cs.stride == (s, s) and cs.size == (m, m)
+    axis = list(range(0, n - m + 1, s)) + ([n - m] if (n - m) % s else [])
+    assert cs.origins == [(r, c) for r in axis for c in axis]
+    assert bool(cs.covers(p, (n, n)).any(dim=1).all())  # R-covering: every patch inside some mask
+    assert covering_masks(32, 5, k=6).origins[:6] == [(0, 0), (0, 5), (0, 10), (0, 15), (0, 20), (0, 23)]
+
+
+def test_affected_copies_by_hand():
+    keep = band_masks(6, 2)  # column bands
+    aff = affected_copies(keep, 2)
+    loc = patch_locations(6, 2).tolist().index([0, 3])  # patch on columns 3, 4
+    assert torch.nonzero(aff[loc]).flatten().tolist() == [2, 3, 4]  # bands starting at 2, 3, 4
+    assert bool((aff.sum(dim=1) == 3).all())  # Delta = p + band - 1 everywhere (wrapping)
+
+
+# ---- the counting, against enumeration of every vote the affected copies can cast
+
+
+def test_location_margins_are_exact_against_enumeration():
+    """4x4 image, 2x2 cells, every mask removing 3 of the 4 cells, 3 classes, random one-hot votes: the
+    margin is >= 0 at a location iff no assignment of the affected copies' votes changes the decision."""
+    g = torch.Generator().manual_seed(0)
+    keep = GridCertifier(nn.Identity(), cell=2, rate=0.75).copy_masks(4, 4)
+    checked = 0
+    for trial in range(60):
+        votes = torch.nn.functional.one_hot(torch.randint(0, 3, (1, keep.shape[0]), generator=g), 3)
+        decision = top_class(votes.sum(dim=1))
+        for p in (1, 2, 3):
+            aff = affected_copies(keep, p)
+            margin = location_margins(votes, aff, decision)[0]
+            for l in range(aff.shape[0]):
+                idx = torch.nonzero(aff[l]).flatten().tolist()
+                fixed = votes[0, ~aff[l]].sum(dim=0)
+                survives = all(
+                    int(top_class((fixed + torch.bincount(torch.tensor(a, dtype=torch.long), minlength=3))[None])[0])
+                    == int(decision[0]) for a in itertools.product(range(3), repeat=len(idx))) if idx else True
+                assert (int(margin[l]) >= 0) == survives
+                checked += 1
+    assert checked > 500
+
+
+# ---- each certificate against brute force over every patch location (pixel level)
+
+
+@pytest.mark.parametrize("mode, band", [("column", 2), ("row", 3), ("block", 3)])
+def test_derandomized_certificate_against_every_location(mode, band):
+    x = _marker_images(16, 6)
+    ds = DerandomizedSmoothing(Marker(), mode=mode, band=band, threshold=0.2).eval()
+    for p in (1, 2, 3):
+        cert = ds.certify(x, (p,))
+        assert torch.equal(cert.decision, ds.predict(x))
+        changed = _ones_patch_everywhere(ds, x, p)
+        assert not bool((cert.at(p) & changed).any()), "a certified decision was changed"
+        # the exact per-location margin is tight where the decision is 0 (a patch of ones is then the worst case)
+        votes = ds.copy_votes(x)
+        exact = location_margins(votes, affected_copies(ds.copy_masks(6, 6), p), cert.decision).min(1).values >= 0
+        zero = cert.decision == 0
+        assert torch.equal(exact[zero], ~changed[zero]) and not bool((exact & changed).any())
+        assert bool((~cert.at(p) | exact).all())  # the closed form implies the exact condition
+    assert bool(ds.certify(x, (1,)).at(1).any()) and not bool(ds.certify(x, (3,)).at(3).all())
+
+
+def test_derandomized_closed_form_by_hand():
+    """Counts (n_c, n_c') and Delta: certified iff n_c - n_c' > 2 Delta, or == 2 Delta with c < c'."""
+    ds = DerandomizedSmoothing(Marker(), mode="column", band=2)
+    assert ds.delta(1, 6, 6) == 2 and ds.delta(3, 6, 6) == 4 and ds.delta(6, 6, 6) == 6  # capped at W
+    assert DerandomizedSmoothing(Marker(), mode="block", band=2).delta(2, 8, 8) == 9
+    x = torch.zeros(1, 1, 6, 6)  # every copy votes 0: n_0 = 6, n_1 = 0
+    assert ds.certify(x, (1, 2, 3)).certified.tolist() == [[True, True, False]]  # 6 > 4; 6 == 2 * 3, 0 < 1; 6 < 8
+    x[0, 0, 0, 0] = 1.0  # two bands see the bright pixel: n_0 = 4, n_1 = 2
+    assert ds.certify(x, (1,)).certified.tolist() == [[False]]
+
+
+@pytest.mark.parametrize("cell, rate", [(2, 0.875), (2, 0.75), (4, 0.5)])
+def test_grid_certificate_against_every_location(cell, rate):
+    x = _marker_images(12, 8, seed=1)
+    grid = GridCertifier(Marker(), cell=cell, rate=rate).eval()
+    for p in (1, 2, 3):
+        cert = grid.certify(x, (p,))
+        changed = _ones_patch_everywhere(grid, x, p)
+        assert not bool((cert.at(p) & changed).any())
+        zero = cert.decision == 0  # a patch of ones is the worst case against 0: exact there
+        assert torch.equal(cert.at(p)[zero], ~changed[zero]) and bool(zero.sum() > 4)
+    if rate == 0.875:
+        assert bool(grid.certify(x, (2,)).at(2).any())
+
+
+def test_grid_feasibility_counts():
+    assert unaffected_fraction(16, 12, 4) == pytest.approx(495 / 1820)
+    f = feasibility(32, 8, 0.75, 2)
+    assert (f["masks"], f["t_max"], f["possible"]) == (1820, 4, False)  # MAD's rate certifies no 2x2 patch
+    assert feasibility(32, 8, 0.875, 8)["possible"] and not feasibility(32, 8, 0.875, 10)["possible"]
+    assert feasibility(32, 4, 0.75, 1)["possible"]  # a single pixel: t = 1, fraction 3/4
+    # where impossible, nothing certifies
+    x = torch.zeros(4, 1, 8, 8)
+    assert not bool(GridCertifier(Marker(), cell=2, rate=0.75).certify(x, (2,)).certified.any())
+
+
+def test_patchcleanser_certificate_against_every_location():
+    x = _marker_images(16, 8, seed=2)
+    for p, k in ((2, 3), (3, 2)):
+        pc = PatchCleanser(Marker(), patch=p, k=k).eval()
+        cert = pc.certify(x, (1, p, p + 1))
+        assert torch.equal(cert.decision, pc.predict(x))
+        assert not bool(cert.certified[:, 2].any())  # beyond the mask set's patch size: never
+        for j, q in enumerate((1, p)):
+            changed = _ones_patch_everywhere(pc, x, q)
+            assert not bool((cert.certified[:, j] & changed).any())
+        assert bool(cert.certified[:, 1].any())
+        assert cert.passes[0] == pc.passes(8, 8) == len(pc.mask_set(8, 8).origins) * (len(pc.mask_set(8, 8).origins) + 1) // 2
+
+
+def test_patchcleanser_random_patches_never_break_a_certificate():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    pc = PatchCleanser(model, patch=2, k=3).eval()
+    cert = pc.certify(x, (2,))
+    locs = patch_locations(8, 2)
+    pm = patch_mask(8, 2, locs)
+    for i in torch.nonzero(cert.at(2)).flatten().tolist():
+        for _ in range(3):
+            content = torch.rand(locs.shape[0], 1, 8, 8, generator=g)
+            assert bool((pc.predict(x[i:i + 1] * (1 - pm) + content * pm) == cert.decision[i]).all())
+
+
+# ---- double masking on hand-made cases
+
+
+def _pairs(one: list[int], rows: dict[int, list[int]] | None = None, default: int | None = None) -> torch.Tensor:
+    m = len(one)
+    p = torch.full((m, m), -1 if default is None else default, dtype=torch.long)
+    p[range(m), range(m)] = torch.tensor(one)
+    for i, r in (rows or {}).items():
+        p[i] = torch.tensor(r)
+    return p
+
+
+def test_double_masking_cases():
+    assert double_masking(_pairs([2, 2, 2, 2])) == 2  # Case I: agreement
+    # Case II: mask 3 disagrees and every two-mask prediction in its row agrees with it
+    assert double_masking(_pairs([1, 1, 1, 4], {3: [4, 4, 4, 4]})) == 4
+    # Case III: the disagreer's row has one dissent -> majority
+    assert double_masking(_pairs([1, 1, 1, 4], {3: [4, 1, 4, 4]})) == 1
+    # the first passing disagreer in index order wins
+    assert double_masking(_pairs([0, 0, 0, 5, 7], {3: [5] * 5, 4: [7] * 5})) == 5
+    assert double_masking(_pairs([0, 0, 0, 5, 7], {3: [5, 5, 0, 5, 5], 4: [7] * 5})) == 7
+    # a tied majority goes to the smaller class; the disagreers are the other label's masks
+    assert double_masking(_pairs([3, 3, 1, 1], {0: [3, 0, 3, 3], 1: [3, 3, 0, 3]})) == 1
+    assert double_masking(_pairs([3, 3, 1, 1], {0: [3, 3, 3, 3], 1: [3, 0, 0, 0]})) == 3
+
+
+def test_patchcleanser_lazy_predict_equals_the_full_map():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    pc = PatchCleanser(model, patch=2, k=3)
+    full = torch.tensor([double_masking(p) for p in pc.pair_predictions(x)])
+    assert torch.equal(pc.predict(x), full)
+    assert len(set(full.tolist())) > 1
+
+
+# ---- specs, transforms
+
+
+def test_specs_and_bad_input():
+    m = Marker()
+    assert isinstance(build_certifier("ds:mode=block,band=3", m), DerandomizedSmoothing)
+    assert build_certifier("pc:patch=3,stride=2", m).config()["stride"] == 2
+    for bad in ("pc:k=6", "grid:cell=2", "ds:band=0", "ds:mode=diagonal", "grid:cell=2,rate=0.5,fill=mean", "ds:bnd=2"):
+        with pytest.raises(SpecError):
+            build_certifier(bad, m)
+    with pytest.raises(ValueError, match="exceed max_masks"):
+        GridCertifier(m, cell=4, rate=0.75).certify(torch.zeros(1, 1, 32, 32), (2,))
+    with pytest.raises(ValueError, match="patch size"):
+        DerandomizedSmoothing(m).certify(torch.zeros(1, 1, 6, 6), (7,))
+
+
+@pytest.mark.parametrize("transform, kept", [(BandAblation(2), 2 * 8), (BandAblation(3, "row"), 3 * 8),
+                                             (BlockAblation(3), 9)])
+def test_ablation_transforms_keep_one_band_or_block(transform, kept):
+    x = torch.ones(6, 1, 8, 8)
+    out = transform(x, torch.Generator().manual_seed(0))
+    assert bool((out.sum(dim=(1, 2, 3)) == kept).all())
+    assert make_transform(transform.config()).config() == transform.config()
+
+
+def test_cutout_removes_two_clipped_squares():
+    out = Cutout(4, holes=2)(torch.ones(50, 1, 8, 8), torch.Generator().manual_seed(0))
+    removed = 64 - out.sum(dim=(1, 2, 3))
+    assert bool((removed <= 32).all()) and bool((removed >= 4).all()) and int(removed.max()) > 16
+
+
+# ---- the empirical attack on tiny trained digits models, and the command
+
+
+def _digits_model(transform, seed: int = 0) -> nn.Module:
+    """A linear digits classifier trained for ~1 s on inputs under ``transform`` (the certifier's ablation)."""
+    from maskdefense.data import load_dataset
+
+    train = load_dataset("digits", "train")
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(transform(train.images, g)), train.labels).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("spec, transform, p", [
+    ("ds:mode=column,band=2,threshold=0.3", BandAblation(2), 1),  # 8 columns: a 2x2 patch leaves no margin
+    ("pc:patch=2,k=3", Cutout(4, holes=2), 2),
+    ("grid:cell=2,rate=0.875,n_grad=32", make_transform({"transform": "grid_mask", "cell": 2, "rate": 0.875,
+                                                         "exact": True}), 1),  # 2x2: 4 cells, fraction 0.55
+])
+def test_patch_attack_never_breaks_a_certified_image(spec, transform, p):
+    from maskdefense.attacks.patch import patch_attack
+    from maskdefense.data import load_dataset
+
+    test = load_dataset("digits", "test", limit=40)
+    cert = build_certifier(spec, _digits_model(transform)).eval()
+    c = cert.certify(test.images, (p,))
+    res = patch_attack(cert, test.images, p, locations=4, steps=8, step_size=0.2,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.equal(res.decision, c.decision)
+    assert not bool((c.at(p) & res.broken).any()), "the attack changed a certified decision"
+    assert bool(c.at(p).any()), "nothing certified: the check would be empty"
+    assert bool(res.broken.any()), "the attack broke nothing: it does not work"
+    broken = torch.nonzero(res.broken).flatten()
+    assert torch.equal(cert.predict(res.x_adv[broken]), res.decision_adv[broken])  # the stored example does it
+    changed = (res.x_adv != test.images).flatten(1).any(dim=1)
+    outside = (res.x_adv - test.images) * (1 - patch_mask(8, p, res.location))
+    assert bool((outside.abs().flatten(1).max(dim=1).values == 0).all()) and bool(changed[broken].all())
+
+
+def test_certify_command_runs_and_resumes(tmp_path, capsys):
+    from maskdefense.checkpoint import save_checkpoint
+    from maskdefense.cli import main
+    from maskdefense.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("digits_cnn", in_channels=1, input_size=8, num_classes=10)
+    ck = tmp_path / "ck" / "model.safetensors"
+    ck.parent.mkdir()
+    save_checkpoint(model, ck, {"dataset": "digits"})
+    out = tmp_path / "out"
+    argv = ["certify", "--checkpoint", str(ck), "--certifier", "ds:mode=column,band=2", "--patch", "1", "2",
+            "--n", "12", "--batch-size", "5", "--attack-patch", "2", "--attack-n", "6", "--attack-steps", "2",
+            "--attack-locations", "2", "--out", str(out)]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "cert" for r in records) == 12 and sum(r["kind"] == "attack" for r in records) == 6
+    assert set(records[0]["certified"]) == {"1", "2"} and records[0]["passes"] == 8
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["patch"] for r in summary["rows"]] == [1, 2] and summary["attack"][0]["n"] == 6
+    assert summary["attack"][0]["certified_broken"] == 0 and not summary["flags"]
+    # kill-and-resume: drop the last group and a half-written line; the rerun recomputes exactly that
+    lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text("".join(lines[:-1]) + lines[-1][:10])
+    assert main(argv) == 0
+    again = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    strip = lambda rs: sorted((r["key"], r.get("decision"), r.get("broken")) for r in rs)  # noqa: E731
+    assert strip(again) == strip(records)
+    # another configuration into the same folder is refused with one line
+    capsys.readouterr()
+    assert main([*argv[:-2], "--patch", "3", "--out", str(out)]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["certify", "--list"]) == 0 and "grid" in capsys.readouterr().out
+
+
+def test_reproduce_certify_quick(tmp_path, capsys):
+    """The study on the digits: every certifier's row, the soundness check at zero broken certificates, the
+    overview beside it; a rerun reuses the models and the records."""
+    from maskdefense.cli import main
+
+    importlib.import_module("maskdefense.papers.certify")  # its presets, when the package is not reinstalled
+    out, runs = tmp_path / "results" / "certify-quick", tmp_path / "runs"
+    argv = ["reproduce", "certify", "--quick", "--runs-dir", str(runs), "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = {r["run"]: r for r in data["rows"]}
+    assert set(rows) == {"ds-column", "ds-block", "pc-p1", "pc-p2", "grid-mad", "grid-cert"}
+    assert rows["ds-column"]["passes"] == 8 and rows["grid-mad"]["passes"] == 1820 and rows["pc-p2"]["passes"] == 45
+    assert rows["grid-mad"]["certified_2"] == 0.0  # MAD's rate 3/4 cannot certify a 2x2 patch
+    assert "certified_2" not in rows["pc-p1"]  # a mask set certifies its own size and smaller ones
+    assert all(r["certified_broken"] == 0 for r in rows.values() if r["certified_attacked"] is not None)
+    assert any(r["uncertified_broken"] for r in rows.values() if r["uncertified_broken"] is not None)
+    readme = (out / "README.md").read_text()
+    assert "certified broken" in readme and "can certify?" in readme and (out / "certified_vs_patch.png").is_file()
+    assert "certify-quick" in (tmp_path / "results" / "certify" / "README.md").read_text()
+    stamp = (out / "ds-column" / "records.jsonl").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "ds-column" / "records.jsonl").stat().st_mtime_ns == stamp  # nothing recomputed
+    assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]

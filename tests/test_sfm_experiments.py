@@ -1,0 +1,215 @@
+"""The SFM-Defense studies (maskdefense.experiments.sfm): the paper's numbers against the paper's text, the
+surrogate and sweep presets, missing data, and each study in its quick mode on the embedded digits: its folder,
+every number the harness's, and a second call that recomputes nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+
+import pytest
+
+from maskdefense.cli import main
+from maskdefense.papers.sfm import (BLACK_BOX_COLUMNS, GRAY_BOX_COLUMNS, MAIN_PREPROCESS, SWEEP_EPOCHS, TABLES,
+                                    TIME_COST, WHITE_BOX)
+from maskdefense.training.presets import create_preset
+
+from conftest import SHARED_DATA
+
+PAPER = SHARED_DATA.parent / "papers" / "004_66ddce0753ab849d.txt"
+
+
+def _paper_tables() -> dict[int, dict[str, list[str]]]:
+    """Every table row of the paper's text: ``{table number: {first cell: [the other cells]}}``."""
+    if not PAPER.is_file():
+        pytest.skip(f"the paper's text {PAPER} is not here")
+    out: dict[int, dict[str, list[str]]] = {}
+    number = None
+    for line in PAPER.read_text().splitlines():
+        heading = re.match(r"TABLE (\d+)\.", line)
+        if heading:
+            number = int(heading.group(1))
+        elif number is not None and "\t" in line:
+            first, *cells = re.sub(r"</?b>", "", line).strip().split("\t")
+            out.setdefault(number, {})[first] = cells
+    return out
+
+
+def test_tables_1_to_8_are_the_paper_s_numbers():
+    text = _paper_tables()
+    for (dataset, threat), (number, rows) in TABLES.items():
+        columns = BLACK_BOX_COLUMNS if threat == "black-box" else GRAY_BOX_COLUMNS
+        assert text[number]["Method"] == list(columns)
+        assert set(rows) == set(text[number]) - {"Method"}, number
+        for method, values in rows.items():
+            assert [f"{100 * values[c]:.1f}%" for c in columns] == text[number][method], (number, method)
+    names = {"cifar10": "CIFAR10", "svhn": "SVHN", "tiny-imagenet": "Tiny-ImageNet"}
+    for dataset, values in WHITE_BOX.items():
+        assert [f"{100 * values[c]:.1f}%" for c in GRAY_BOX_COLUMNS] == text[7][names[dataset]]
+    assert text[8]["Time Cost"] == list(TIME_COST)
+    for i, key in enumerate(("training_min", "defending_min")):
+        row = text[8]["Training Cost (50 epochs)" if i == 0 else "Defending Cost (10000samples)"]
+        assert row == [f"{v[key]:.1f}min" for v in TIME_COST.values()]
+
+
+def test_the_surrogate_is_the_classifier_preset_with_another_seed():
+    for ds in ("cifar10", "svhn"):
+        clf, sur = create_preset(f"resnet18-{ds}-cpu"), create_preset(f"resnet18-{ds}-surrogate-cpu")
+        a, b = asdict(clf), asdict(sur)
+        assert {k for k in a if a[k] != b[k]} == {"name", "seed_offset", "description"} | (
+            {"differs"} if a["differs"] != b["differs"] else set())
+        assert (clf.train_config(seed=0).seed, sur.train_config(seed=0).seed) == (0, 1)
+        assert sur.train_config(seed=7).seed == 8  # a study's --seed moves both, they stay apart
+
+
+def test_the_sweep_preset_is_the_main_preset_shortened():
+    main_p, sweep = create_preset(f"sfm-cifar10-{MAIN_PREPROCESS}-cpu"), create_preset(
+        f"sfm-cifar10-{MAIN_PREPROCESS}-sweep-cpu")
+    a, b = asdict(main_p), asdict(sweep)
+    assert {k for k in a if a[k] != b[k]} == {"name", "epochs", "differs", "description"}
+    assert sweep.epochs == SWEEP_EPOCHS < main_p.epochs
+
+
+@pytest.mark.parametrize("study", ["sfm-models", "sfm-tables", "sfm-whitebox", "sfm-cost", "sfm-w1", "sfm-ablation",
+                                   "sfm-samples"])
+def test_a_missing_dataset_is_the_data_loader_s_error(study, tmp_path, monkeypatch, capsys):
+    from test_data import no_network
+
+    no_network(monkeypatch)
+    runs = tmp_path / "runs"
+    assert main(["reproduce", study, "--dataset", "svhn", "--data-root", str(tmp_path / "none"), "--runs-dir",
+                 str(runs), "--out", str(tmp_path / "out")]) == 2
+    assert "test_32x32.mat" in capsys.readouterr().err and not runs.exists()  # nothing trained
+    assert main(["reproduce", study, "--dataset", "tiny-imagenet", "--out", str(tmp_path / "t")]) == 2
+    assert "runs on cifar10, svhn" in capsys.readouterr().err
+
+
+def test_the_w1_sweep_needs_the_tables_run(tmp_path):
+    from maskdefense.experiments.sfm import w1_study
+
+    with pytest.raises(FileNotFoundError, match="reproduce sfm-tables --quick"):
+        w1_study(tmp_path / "sfm-w1-digits", quick=True, runs_dir=tmp_path / "runs", log=lambda m: None)
+
+
+# ---- the quick studies (one runs folder and one results folder for the module)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """``(results folder, runs folder)``; the quick tables run in it first (the w1 sweep reuses its examples)."""
+    base = tmp_path_factory.mktemp("sfm-results")
+    runs = base / "runs"
+    assert _reproduce("sfm-tables", base, runs) == 0
+    return base, runs
+
+
+def _reproduce(study: str, base, runs) -> int:
+    return main(["reproduce", study, "--quick", "--runs-dir", str(runs), "--out", str(base / f"{study}-digits")])
+
+
+def _records(out) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.glob("**/records.jsonl"))}
+
+
+def _again_without_work(study: str, base, runs, monkeypatch) -> None:
+    """The study a second time, with every attack and every training made to fail: all is reused, and the
+    harness records are unchanged."""
+    import maskdefense.eval.harness as harness
+    import maskdefense.experiments.common as common
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed on resume")
+
+    out = base / f"{study}-digits"
+    before = _records(out)
+    with monkeypatch.context() as m:
+        for mod, name in ((harness, "_attack_batch"), (common, "train_on_dataset"), (common, "train_sfm_on_dataset")):
+            m.setattr(mod, name, boom)
+        assert _reproduce(study, base, runs) == 0
+    assert _records(out) == before
+
+
+def _summary(run_dir) -> dict[tuple[str, str], dict]:
+    return {(r["label"], r["threat"]): r for r in json.loads((run_dir / "summary.json").read_text())["rows"]}
+
+
+def test_tables_quick_every_number_is_the_harness_s_and_it_resumes(quick, monkeypatch):
+    from maskdefense.experiments.sfm import NAMES
+
+    base, runs = quick
+    out = base / "sfm-tables-digits"
+    data = json.loads((out / "results.json").read_text())
+    rows, meta = data["rows"], data["meta"]
+    assert [(r["threat"], r["defense"]) for r in rows] == [(t, n) for t in ("black-box", "gray-box") for n in NAMES]
+    for r in rows:
+        attacked = (r["threat"], r["defense"]) == ("black-box", "vanilla")
+        run = out / r["threat"] / ("attacks" if attacked else r["defense"])
+        summary = _summary(run)
+        for label in (BLACK_BOX_COLUMNS if r["threat"] == "black-box" else GRAY_BOX_COLUMNS)[1:]:
+            assert r[label] == summary[label, r["threat"]]["robust_acc"], (r["defense"], label)
+        # the gray-box attacker of FS and TVM knows the classifier (the Vanilla examples), SFM-Defense's also
+        # its masker; the black-box examples are the surrogate's for every defense
+        target = {"black-box": "surrogate model", "gray-box": "masker and base model (no preprocessing)"
+                  if r["defense"].startswith("sfm-") else "base model (no defense)"}[r["threat"]]
+        assert r["target"] == target
+    reused = json.loads((out / "black-box" / "sfm-median" / "run.json").read_text())
+    assert reused["source_run"] == str(out / "black-box" / "attacks")
+    assert {(b["defense"], b["threat"]) for b in meta["budget_check"]} >= {
+        ("vanilla", "black-box"), (f"sfm-{MAIN_PREPROCESS}", "black-box"), ("vanilla", "gray-box"),
+        (f"sfm-{MAIN_PREPROCESS}", "gray-box")}
+    assert all(b["budget_scaled"] == {k: 2 * v for k, v in b["budget"].items()} for b in meta["budget_check"])
+    readme = (out / "README.md").read_text()
+    for text in ("Table 1: black box", "Table 2: gray box", "64.6%", "84.9%", "Quilt, not run here",
+                 "Is the attack budget enough?", "(n=16)", "(n=12)"):
+        assert text in readme, text
+    assert (out / "tables.png").exists()
+    trained = sorted(p.name for p in (out / "checkpoints").glob("*.json"))
+    assert len(trained) == 5 and sorted(meta["training_records"]) == trained  # classifier, surrogate, 3 maskers
+    _again_without_work("sfm-tables", base, runs, monkeypatch)
+
+
+@pytest.mark.parametrize("study", ["sfm-models", "sfm-cost", "sfm-ablation", "sfm-samples"])
+def test_small_studies_quick_write_their_folder_and_resume(study, quick, monkeypatch):
+    base, runs = quick
+    assert _reproduce(study, base, runs) == 0
+    out = base / f"{study}-digits"
+    data = json.loads((out / "results.json").read_text())
+    assert "## Provenance" in (out / "README.md").read_text() and (out / "results.csv").exists()
+    assert data["meta"]["training_records"] and all((out / "checkpoints" / f).exists()
+                                                    for f in data["meta"]["training_records"])
+    if study == "sfm-cost":
+        ratios = {r["method"]: r["ratio"] for r in data["rows"]}
+        assert ratios["no defense"] == 1.0 and all(v > 0 for v in ratios.values())
+        assert [t["ratio_equal_epochs"] > 1 for t in data["meta"]["training"][1:]] == [True] * 3
+    if study == "sfm-ablation":
+        assert [r["weights"][1:] for r in data["rows"]] == [[1.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
+        assert all(0 <= r["near_zero"] <= 1 and 0 <= r["kept"] <= 1 for r in data["rows"])
+    if study in ("sfm-ablation", "sfm-samples"):
+        assert (out / ("fig5.png" if study == "sfm-ablation" else "fig4.png")).exists()
+    _again_without_work(study, base, runs, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", ["sfm-whitebox", "sfm-w1"])
+def test_attack_studies_quick_every_number_is_the_harness_s_and_they_resume(study, quick, monkeypatch):
+    base, runs = quick
+    assert _reproduce(study, base, runs) == 0
+    out = base / f"{study}-digits"
+    data = json.loads((out / "results.json").read_text())
+    if study == "sfm-whitebox":
+        assert [r["defense"] for r in data["rows"]] == [f"sfm-{MAIN_PREPROCESS}", f"fs-{MAIN_PREPROCESS}", "tvm"]
+        for r in data["rows"]:
+            summary = _summary(out / r["defense"])
+            labels = [k for k in summary if k[1] == "adaptive" and k[0] in r]
+            assert labels and all(r[k[0]] == summary[k]["robust_acc"] for k in labels)
+        assert {"APGD-CE-8", "Square-8"} <= set(data["rows"][0]) and "CW" not in data["rows"][2]
+        assert {b["defense"] for b in data["meta"]["budget_check"]} == {r["defense"] for r in data["rows"]}
+    else:
+        assert [r["w1"] for r in data["rows"]] == [1e-3, 2.5e-3, 1e-2, 4e-2]
+        for r in data["rows"]:
+            tag = out / f"w1-{r['w1']:g}"
+            assert r["black_pgd8"] == _summary(tag / "black-box")["PGD-8", "black-box"]["robust_acc"]
+            assert r["gray_pgd8"] == _summary(tag / "gray-box")["PGD-8", "gray-box"]["robust_acc"]
+        assert len(data["meta"]["budget_check"]) == 1 and (out / "fig3.png").exists()
+    _again_without_work(study, base, runs, monkeypatch)
