@@ -62,9 +62,11 @@ _NOISE = {"mnist": 0.1, "cifar10": 0.025}
 #: both, under load).
 _CPU_AE = {"channels_last": True}
 _CPU_EPOCHS = {"mnist": 5, "cifar10": 10}
+#: MagNet's MNIST autoencoders train at ~8 s per epoch here: the reference's 100 epochs (after 30, autoencoder I
+#: still reconstructed worse than the noisy input it was given: validation MSE 0.015 against 0.0054).
 
 for _ds, _role, _layers, _cpu_epochs, _full_epochs in (
-        ("mnist", "I", _MAGNET_MNIST_I, 30, 100), ("mnist", "II", _MAGNET_MNIST_II, 30, 100),
+        ("mnist", "I", _MAGNET_MNIST_I, 100, 100), ("mnist", "II", _MAGNET_MNIST_II, 100, 100),
         ("cifar10", "I", _MAGNET_CIFAR, 60, 400)):
     _common = dict(dataset=_ds, model="conv_ae", model_kwargs={"layers": _layers},
                    corrupt={"transform": "gaussian_noise", "sigma": _NOISE[_ds]}, loss="mse", batch_size=256, lr=1e-3)
@@ -73,7 +75,7 @@ for _ds, _role, _layers, _cpu_epochs, _full_epochs in (
         description=f"MagNet autoencoder {_role} for {_ds} as in the reference code ({_full_epochs} epochs)"))
     add_preset(AutoencoderPreset(
         magnet_preset(_role, _ds), epochs=_cpu_epochs, **_common,
-        differs=(f"{_cpu_epochs} epochs instead of {_full_epochs}",
+        differs=(*((f"{_cpu_epochs} epochs instead of {_full_epochs}",) if _cpu_epochs != _full_epochs else ()),
                  "fresh noise every epoch (the reference draws it once before training)"),
         description=f"MagNet autoencoder {_role} for {_ds}, CPU-sized"))
 
