@@ -31,7 +31,7 @@ from ..results import markdown_table, pct
 from ..rundir import exclusive
 from ..seeding import derive_seed, seeded
 from ..validation import check_images, check_labels, positive_int
-from .harness import (ConfigMismatchError, _config_diff, _progress, _unpack, config_digest, config_versions, state_hash,
+from .harness import (_progress, _unpack, config_digest, config_versions, open_run, state_hash,
                       tensor_hash)
 from .records import RecordStore
 
@@ -79,17 +79,8 @@ def certify_dataset(
     with exclusive(out_dir, "certify") as out:
         store = RecordStore(out / "records.jsonl")
         run_path = out / "run.json"
-        previous: dict[str, Any] = {}
-        if not resume:
-            store.reset()
-            for name in ("summary.json", "summary.md", "run.json"):
-                (out / name).unlink(missing_ok=True)
-        elif store.path.exists() and store.path.stat().st_size > 0:
-            previous = json.loads(run_path.read_text()) if run_path.exists() else {}
-            if previous.get("config_hash") != config_hash:
-                raise ConfigMismatchError(f"{out} holds a certification of another configuration "
-                                          f"({_config_diff(previous.get('config', {}), config)}); use another output "
-                                          "folder or start over (--fresh)")
+        previous = open_run(out, store, config, config_hash, resume=resume,
+                            holds="a certification of another configuration", outputs=("summary.json", "summary.md"))
         store.open()
         meta = run_metadata(seed, command=command, config=config, config_hash=config_hash,
                             checkpoint=dict(checkpoint_meta) if checkpoint_meta else None, data=data_meta,

@@ -37,7 +37,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -328,6 +328,29 @@ def _config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return "; ".join(d if len(d) < 200 else d[:200] + "..." for d in diffs)
 
 
+def open_run(out: Path, store: RecordStore, config: dict[str, Any], config_hash: str, *, resume: bool, holds: str,
+             outputs: Sequence[str] = ()) -> dict[str, Any]:
+    """Start or resume the run folder ``out`` (its lock held): ``resume=False`` clears its records, ``outputs``
+    and ``run.json``; otherwise records already there must come from a run of this configuration (its
+    ``run.json``'s hash; a ``run.json`` without records binds nothing), else a :class:`ConfigMismatchError` says
+    that ``out`` holds ``holds``. Returns the previous ``run.json`` (``{}`` when there is nothing to resume)."""
+    run_path = out / "run.json"
+    if not resume:
+        store.reset()
+        for name in (*outputs, "run.json"):
+            (out / name).unlink(missing_ok=True)
+        return {}
+    if not (store.path.exists() and store.path.stat().st_size > 0):
+        return {}
+    if not run_path.exists():
+        raise ConfigMismatchError(f"{out} holds records but no run.json; cannot check their configuration")
+    previous = json.loads(run_path.read_text())
+    if previous.get("config_hash") != config_hash:
+        raise ConfigMismatchError(f"{out} holds {holds} ({_config_diff(previous.get('config', {}), config)}); "
+                                  "use another output directory, or start over (resume=False / --fresh)")
+    return previous
+
+
 def evaluate(
     defense: nn.Module,
     data: Any,
@@ -476,21 +499,11 @@ def evaluate(
     with exclusive(out_dir, "evaluate") as out:
         store = RecordStore(out / "records.jsonl")
         run_path = out / "run.json"
-        previous: dict[str, Any] = {}
         if not resume:
-            store.reset()
             shutil.rmtree(out / "adversarial", ignore_errors=True)
-            for name in ("summary.md", "summary.csv", "summary.json", "acc_vs_eps.png", "run.json"):
-                (out / name).unlink(missing_ok=True)
-        elif store.path.exists() and store.path.stat().st_size > 0:  # a run.json without records binds nothing
-            if not run_path.exists():
-                raise ConfigMismatchError(f"{out} holds records but no run.json; cannot check their configuration")
-            previous = json.loads(run_path.read_text())
-            if previous.get("config_hash") != config_hash:
-                raise ConfigMismatchError(
-                    f"{out} holds a run with a different configuration "
-                    f"({_config_diff(previous.get('config', {}), config)}); "
-                    "use another output directory, or start over (resume=False / --fresh)")
+        previous = open_run(out, store, config, config_hash, resume=resume, holds="a run with a different configuration",
+                            outputs=("summary.md", "summary.csv", "summary.json", "acc_vs_eps.png"))
+        if previous:
             changed = _plan_diff(previous.get("plan"), plan_meta)
             if changed:
                 raise ConfigMismatchError(
