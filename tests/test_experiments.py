@@ -98,10 +98,19 @@ def test_votes_study_quick(runs, tmp_path, capsys):
     assert (out / "votes.png").stat().st_size > 1000
 
 
+def test_training_summary_states_each_presets_own_training():
+    from maskdefense.experiments.common import training_summary
+    from maskdefense.training.presets import Preset
+    tuned = Preset("t", "digits", "mlp", epochs=15, optimizer="sgd", lr=0.05, schedule="onecycle", init="base")
+    assert training_summary(tuned) == "15 epochs, sgd lr 0.05, onecycle schedule, fine-tuned from base"
+    assert training_summary(Preset("b", "digits", "mlp", epochs=3)) == "3 epochs, adam lr 0.001, none schedule"
+
+
 def test_ablation_study_quick(runs, tmp_path):
     out = tmp_path / "ablation"
     assert main(["reproduce", "mad-ablation", "--quick", "--runs-dir", str(runs), "--out", str(out)]) == 0
     data, readme = _read(out)
+    assert "plain-digits 3 epochs, adam lr 0.001" in readme  # each model's own training, from its preset
     rows = data["rows"]
     # per model: one unmasked row, then the vote at 5 and at 20 votes
     assert [(r["train_mask"], r["test_mask"], r["votes"]) for r in rows] == [

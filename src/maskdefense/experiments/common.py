@@ -148,6 +148,13 @@ def _run_path(name: str, key: dict[str, Any], runs_dir: str | Path, seed: int) -
     return path
 
 
+def training_summary(p: Preset) -> str:
+    """How a classifier preset trains, in words: epochs, optimizer, peak learning rate and schedule, and the
+    preset it is fine-tuned from."""
+    start = f", fine-tuned from {p.init}" if p.init else ""
+    return f"{p.epochs} epochs, {p.optimizer} lr {p.lr:g}, {p.schedule} schedule{start}"
+
+
 def harness_wall_time(run_dirs: Iterable[Path]) -> float:
     """Total wall time of the harness runs in ``run_dirs`` (over all resumptions), from their run.json."""
     return round(sum(float(json.loads((d / "run.json").read_text()).get("wall_time_s_total") or 0.0)
