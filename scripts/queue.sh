@@ -6,7 +6,7 @@
 #   nohup bash scripts/queue.sh > logs/queue.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/recipe_rerun.sh table4 clean recipe archive   # CPU training recipe: MAD CIFAR-10 results   [~2]
+bash scripts/recipe_rerun.sh table4 clean recipe archive train4  # CPU training recipe: MAD CIFAR-10 results [~0.5]
 bash scripts/remix_run.sh                                 # REMIX and MagNet                           [~5.5]
 bash scripts/sfm_run.sh                                   # SFM-Defense                                [~5.3]
 bash scripts/unmask_run.sh                                # UNMASK with feature-denoising blocks       [~4.8]

@@ -4,6 +4,8 @@
 #   recipe   bench/bench_recipe.py: trains plain-cifar10-cpu, mad-cifar10-cpu (fine-tuned from it),
 #            resnet18-cifar10-cpu and the first presets plain/mad-cifar10-adam-cpu, with test accuracy after
 #            every epoch; results/recipe-cifar10 (targets, accuracy-against-time plot, MAD votes)
+#   train4   bench_recipe.py with mad-cifar10-train4-cpu (MAD trained with the 4x4 test cells, Table 3's other
+#            training cell): does the train/test cell mismatch explain the missed 75% vote target?
 #   speed    bench/bench_train_speed.py: channels-last, bf16 autocast, torch.compile, batch 256 vs fp32
 #   table4   reproduce mad-table --dataset cifar10 (gray-box, transfer, adaptive EOT, AutoAttack rand) on
 #            the recipe models, into a fresh results/mad-table-cifar10
@@ -21,6 +23,7 @@ keep() {  # keep DIR PRESET...: the training records of the models behind result
 step() {
   case "$1" in
     recipe) $PY bench/bench_recipe.py ;;
+    train4) $PY bench/bench_recipe.py --presets mad-cifar10-train4-cpu ;;
     speed) $PY bench/bench_train_speed.py --repeats 3 ;;
     table4) $MD reproduce mad-table --dataset cifar10 ;;
     clean) for study in mad-votes mad-ablation mad-fig3 mad-masks; do $MD reproduce $study --dataset cifar10; done
