@@ -178,8 +178,8 @@ def ablation_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     intro = (f"Clean test accuracy on {len(y)} {ds} test images of a {pm.model} trained without masking "
              f"({pp.name}) and with MAD masking ({pm.name}: {pm.train_cell}x{pm.train_cell} cells, rate "
              f"{pm.train_rate}), each classified unmasked (one pass) or by the majority vote over masked copies "
-             f"({pm.test_cell}x{pm.test_cell} cells, rate {pm.test_rate}). Training: {pp.name} {training_summary(pp)}; "
-             f"{pm.name} {training_summary(pm)}. The paper's numbers: Table 2 for CIFAR-10 (5 votes); "
+             f"({pm.test_cell}x{pm.test_cell} cells, rate {pm.test_rate}). Training: {pp.name} "
+             f"{training_summary(pp)}; {pm.name} {training_summary(pm)}. The paper's numbers: Table 2 for CIFAR-10 (5 votes); "
              f"{pct(CLEAN_ABLATION['mnist'][(True, True)])} benign accuracy of MAD with 5 votes in Table 5 for MNIST.")
     write_results(out, title=f"MAD ablation, clean accuracy ({ds}, {pm.model})", intro=intro,
                   sections=["## Masking at training / test time", table], rows=rows, meta=meta)

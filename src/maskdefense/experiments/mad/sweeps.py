@@ -199,8 +199,8 @@ def _write(out: Any, plan: SweepPlan, t1: list[dict[str, Any]], t2: list[dict[st
     p = plan.main
     counts = ", ".join(f"{k}: {v}" for k, v in meta["n_correct"].items())
     intro = (
-        f"MAD journal paper, Tables 1-3: {p.model} on {plan.dataset}, every model trained like {p.name} ({training_summary(p)}) "
-        f"with the mask rate / training cell of its column, defended by the majority vote of "
+        f"MAD journal paper, Tables 1-3: {p.model} on {plan.dataset}, every model trained like {p.name} "
+        f"({training_summary(p)}) with the mask rate / training cell of its column, defended by the majority vote of "
         f"{p.votes} masked copies (the test rate equals the training rate). First {plan.n} test images; adversarial "
         f"examples only from the images each base model classifies correctly (per model: {counts}). "
         "**Threat model: gray-box** (the paper's): the attacker knows the trained network but not the masking, and "
