@@ -1,8 +1,9 @@
-"""Total compute of the MAD reproduction: training of every checkpoint the results use, plus every
-results folder's harness and study wall time. Writes results/mad-cpu-time/ (README, csv, json) and copies
-the checkpoints' training records (small JSON, no weights) into results/mad-cpu-time/checkpoints/.
+"""Total compute of the MAD reproduction: training of every checkpoint the results use (the training records
+each results folder keeps in its checkpoints/, each model counted once), plus every results folder's harness
+and study wall time. Writes results/mad-cpu-time/ (README, csv, json) and copies those training records (small
+JSON, no weights) into results/mad-cpu-time/checkpoints/.
 
-Usage: .venv/bin/python scripts/mad_cpu_time.py [--runs-dir runs]
+Usage: .venv/bin/python scripts/mad_cpu_time.py
 
 Wall time is on this 2-core machine (PyTorch uses both cores, so CPU time is at most 2x wall time). A
 harness run's time is the larger of its run.json total (over resumptions) and the sum of its per-record
@@ -51,21 +52,27 @@ def harness_time(folder: Path) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--out", default=str(ROOT / "results" / "mad-cpu-time"))
     args = ap.parse_args()
     t0 = time.perf_counter()
     out = Path(args.out)
     rows = []
     ck_dir = out / "checkpoints"
-    ck_dir.mkdir(parents=True, exist_ok=True)
-    for rec in sorted(Path(args.runs_dir).glob("*/model.json")):
+    if ck_dir.exists():
+        shutil.rmtree(ck_dir)  # only the records of the models the results use now
+    ck_dir.mkdir(parents=True)
+    records: dict[str, Path] = {}  # checkpoint sha256 -> one of its kept training records
+    for name in FOLDERS:
+        for rec in sorted((ROOT / "results" / name / "checkpoints").glob("*.json")):
+            records.setdefault(json.loads(rec.read_text())["sha256"], rec)
+    for sha, rec in sorted(records.items(), key=lambda kv: kv[1].name):
         meta = json.loads(rec.read_text())
         if "wall_time_s" not in meta:
             continue
-        shutil.copyfile(rec, ck_dir / f"{rec.parent.name}.json")
+        name = rec.stem if not (ck_dir / rec.name).exists() else f"{rec.stem}-{sha[:8]}"  # two models, one preset
+        shutil.copyfile(rec, ck_dir / f"{name}.json")
         slow = [h["seconds"] for h in meta.get("history", [])]
-        rows.append({"item": f"train {rec.parent.name}", "kind": "training", "seconds": float(meta["wall_time_s"]),
+        rows.append({"item": f"train {name}", "kind": "training", "seconds": float(meta["wall_time_s"]),
                      "note": f"{meta.get('arch')}, {meta.get('epochs')} epochs, test acc "
                              f"{100 * float(meta.get('test_accuracy', float('nan'))):.2f}%, epochs "
                              f"{min(slow):.0f}-{max(slow):.0f} s" if slow else ""})
@@ -83,8 +90,16 @@ def main() -> int:
                 else {}
             secs = float(meta.get("wall_time_s") or 0.0)
             note = "study wall time" if meta else "no timing record"
+            if not meta:  # command records of their own (`maskdefense predict --json`)
+                timed = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+                timed = [t for t in timed if isinstance(t, dict) and "wall_time_s" in t]
+                if timed:
+                    secs = sum(float(t["wall_time_s"]) for t in timed)
+                    note = f"{len(timed)} command record(s)"
             if str(meta.get("command", "")).startswith("maskdefense train"):
                 secs, note = 0.0, "a training run (counted above)"
+        if runs and not (folder / "checkpoints").exists():
+            note += "; its models' training records are not kept (not counted above)"
         rows.append({"item": name, "kind": "evaluation", "seconds": round(secs, 1), "note": note})
     total = sum(r["seconds"] for r in rows)
     by_kind = {k: sum(r["seconds"] for r in rows if r["kind"] == k) for k in ("training", "evaluation")}
@@ -95,9 +110,8 @@ def main() -> int:
                            {"seconds": lambda v: f"{v:,.0f}"})
     summary = (f"**Total: {total / 3600:.2f} hours of wall time on 2 CPU cores** (training {by_kind['training'] / 3600:.2f} h, "
                f"evaluation {by_kind['evaluation'] / 3600:.2f} h), i.e. at most {2 * total / 3600:.1f} CPU-core hours. "
-               "Some of it ran while another job shared the cores, which on this machine slows both several-fold "
-               "(the CIFAR-10 models' first epochs: 200-380 s against ~63 s alone), so the same work on a quiet "
-               "machine takes less.")
+               "Where another job shared the cores, both ran several-fold slower (a model's range of epoch times in "
+               "the table shows it), so the same work on a quiet machine takes less.")
     write_results(out, title="MAD reproduction: total compute", intro=__doc__.split("\n\n")[0].replace("\n", " "),
                   sections=[summary, table], rows=rows, meta=meta)
     print(summary)
