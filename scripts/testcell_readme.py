@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from maskdefense.checkpoint import read_sidecar
+from maskdefense.experiments.common import training_summary
 from maskdefense.provenance import atomic_write_text
 
 root = Path(__file__).resolve().parents[1]
@@ -20,8 +21,7 @@ lines = [
     "# MAD on CIFAR-10 (CPU preset): test-time cell size 4 (paper) vs 8",
     "",
     f"The MAD-trained {p['model']} (`{p['name']}`: {p['train_cell']}x{p['train_cell']} cells at rate "
-    f"{p['train_rate']} at training; {p['epochs']} epochs, {p['optimizer']} lr {p['lr']:g}, {p['schedule']} "
-    f"schedule{', fine-tuned from ' + p['init'] if p.get('init') else ''}) on "
+    f"{p['train_rate']} at training; {training_summary(p)}) on "
     f"{'all' if first['n'] == 10000 else 'the first'} {first['n']} CIFAR-10 test images, voting over copies masked "
     "with 4x4 cells (the paper's test setting, Tables 1, 2, 4) or 8x8 cells (the training cell size; paper Table 3's "
     "last column: 82.89% benign against 82.65% for 4x4). Numbers from the two JSON files beside this README, "

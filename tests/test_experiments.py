@@ -104,6 +104,7 @@ def test_training_summary_states_each_presets_own_training():
     tuned = Preset("t", "digits", "mlp", epochs=15, optimizer="sgd", lr=0.05, schedule="onecycle", init="base")
     assert training_summary(tuned) == "15 epochs, sgd lr 0.05, onecycle schedule, fine-tuned from base"
     assert training_summary(Preset("b", "digits", "mlp", epochs=3)) == "3 epochs, adam lr 0.001, none schedule"
+    assert training_summary(tuned.to_dict()) == training_summary(tuned)  # as a checkpoint's record keeps it
 
 
 def test_ablation_study_quick(runs, tmp_path):

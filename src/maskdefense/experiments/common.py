@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from torch import nn
 
@@ -148,11 +148,12 @@ def _run_path(name: str, key: dict[str, Any], runs_dir: str | Path, seed: int) -
     return path
 
 
-def training_summary(p: Preset) -> str:
+def training_summary(p: Preset | Mapping[str, Any]) -> str:
     """How a classifier preset trains, in words: epochs, optimizer, peak learning rate and schedule, and the
-    preset it is fine-tuned from."""
-    start = f", fine-tuned from {p.init}" if p.init else ""
-    return f"{p.epochs} epochs, {p.optimizer} lr {p.lr:g}, {p.schedule} schedule{start}"
+    preset it is fine-tuned from. ``p``: the preset, or its ``to_dict()`` as a checkpoint's record keeps it."""
+    d = p if isinstance(p, Mapping) else p.to_dict()
+    start = f", fine-tuned from {d['init']}" if d.get("init") else ""
+    return f"{d['epochs']} epochs, {d['optimizer']} lr {d['lr']:g}, {d['schedule']} schedule{start}"
 
 
 def harness_wall_time(run_dirs: Iterable[Path]) -> float:
