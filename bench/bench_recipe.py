@@ -77,6 +77,12 @@ def curve(sidecar: dict[str, Any], start: float = 0.0) -> list[dict[str, Any]]:
     return out
 
 
+def measured_by(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A run's command, commit and start, from its metadata (a run record or a checkpoint's sidecar): the run
+    that wrote a preset's entry (read its model, scored its vote) is kept in the entry."""
+    return {k: metadata.get(k) for k in ("command", "git_commit", "started")}
+
+
 def training_seconds(sidecar: dict[str, Any]) -> float:
     return sum(float(h["seconds"]) for h in sidecar["history"])
 
@@ -168,6 +174,8 @@ def readme(rec: dict[str, Any], notes: str = "") -> str:
             "vote, 4x4 test cells": pct(v.get(f"cell4_votes{v.get('votes')}")) if v else "-",
             "vote, 8x8 test cells": pct(v.get(f"cell8_votes{v.get('votes')}")) if v else "-",
             "1 masked copy, 4x4": pct(v.get("cell4_votes1")) if v else "-",
+            "run": f"`{e['measured_by']['command'].removeprefix('bench/bench_recipe.py').strip() or '(all)'}` "
+                   f"@ {e['measured_by']['git_commit'][:7]}" if e.get("measured_by") else "-",
         })
     targets = [r for r in (target_row(n, e) for n, e in rec["presets"].items()) if r]
     differs = "\n".join(f"- `{n}`: " + "; ".join(e["preset"]["differs"] or ["(no differences listed)"])
@@ -175,10 +183,11 @@ def readme(rec: dict[str, Any], notes: str = "") -> str:
     return "\n".join([
         "# CIFAR-10 training recipe: test accuracy against training time",
         "",
-        f"Command: `{m['command']}` (resumable); git commit `{m['git_commit']}`; seed {m['seed']}; "
-        f"torch {m['versions'].get('torch')}, {torch.get_num_threads()} threads; machine "
-        f"{m['machine'].get('platform')}. Each model's training record (checkpoint sidecar, with its own commit, "
-        "versions and per-epoch seconds) is in `models/`.",
+        f"Last run: `{m['command']}` (resumable; it keeps the presets earlier runs measured); git commit "
+        f"`{m['git_commit']}`; seed {m['seed']}; torch {m['versions'].get('torch')}, {torch.get_num_threads()} "
+        f"threads; machine {m['machine'].get('platform')}. Each preset was trained and scored by the run of its "
+        "row (`run`: the command and commit in `results.json`, `measured_by`); each model's training record "
+        "(checkpoint sidecar, with its own commit, versions and per-epoch seconds) is in `models/`.",
         "",
         "Time = cumulative seconds of the training epochs (training pass + 5000-image validation pass), on this "
         "2-core CPU with nothing else running; the test accuracy after each epoch is measured outside that time. "
@@ -235,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.render:
             if not old:
                 raise SystemExit(f"--render: no {rec_path}")
+            for name, e in old["presets"].items():  # records written before `measured_by` existed
+                side = out / "models" / f"{name}.json"
+                if "measured_by" not in e and side.exists():
+                    e["measured_by"] = measured_by(json.loads(side.read_text()))
+                    atomic_write_json(rec_path, old)
             render(old, out)
             return old
         rec: dict[str, Any] = {
@@ -254,10 +268,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      "own_seconds": round(training_seconds(sidecar), 2),
                      "curve": curve(sidecar, start)}
             prev = rec["presets"].get(p.name, {})
+            reused = prev.get("checkpoint_sha256") == meta["sha256"] and prev.get("measured_by")
+            entry["measured_by"] = prev["measured_by"] if reused else measured_by(rec["metadata"])
             if p.test_cell is not None:
-                if prev.get("checkpoint_sha256") == meta["sha256"] and prev.get("vote"):
+                if reused and prev.get("vote"):
                     entry["vote"] = prev["vote"]
                 else:
+                    entry["measured_by"] = measured_by(rec["metadata"])
                     x, y = load_dataset(p.dataset, "test", root=args.data_root, limit=args.vote_images).tensors()
                     entry["vote"] = vote_scores(model, p, x, y, args.votes, args.seed)
             rec["presets"][p.name] = entry

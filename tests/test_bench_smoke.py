@@ -147,9 +147,13 @@ def test_bench_recipe_quick(tmp_path):
     assert set(tuned["vote"]) >= {"cell2_votes1", "cell2_votes5"}
     for name in ("README.md", "results.json", "accuracy_vs_time.png", "models/plain-digits.json"):
         assert (tmp_path / "out" / name).is_file(), name
-    again = mod.main(args)
+    again = mod.main([*args, "--presets", "mad-digits-recipe"])
     assert again["presets"]["mad-digits-recipe"]["checkpoint_sha256"] == tuned["checkpoint_sha256"]
     assert again["presets"]["mad-digits-recipe"]["vote"] == tuned["vote"]
+    # each entry keeps the run that measured it, not the last run's command
+    assert again["presets"]["mad-digits-recipe"]["measured_by"] == tuned["measured_by"]
+    assert "--presets" not in tuned["measured_by"]["command"]
+    assert "--presets" in again["metadata"]["command"]
     (tmp_path / "out" / "notes.md").write_text("## Analysis\n\nhand-written words\n")
     mod.main([*args, "--render"])
     text = (tmp_path / "out" / "README.md").read_text()
