@@ -219,6 +219,22 @@ def test_each_attack_runs_and_verifies(name, tiny):
     assert fooled > 0, name
 
 
+@pytest.mark.parametrize("name, eps, const", [("cw-l2", "inf", 1), ("cw-l2", "1", 1), ("ead", "inf", 10),
+                                               ("ead", "4", 10)])
+def test_minimum_norm_search_that_finds_nothing_returns_the_clean_image(name, eps, const, tiny):
+    # Foolbox's CW and EAD return an all-zero image where their search found no adversarial example (unbounded:
+    # a black image that fools any classifier, counted as a success). A search too short to succeed on some
+    # images must leave those images clean, and keep what it found on the others.
+    model, x, y = tiny
+    x_adv = run_attack(f"{name}:eps={eps},steps=50,binary_search_steps=1,initial_const={const}", model, x, y,
+                       torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fooled = model(x_adv).argmax(1) != y
+    assert 0 < int(fooled.sum()) < len(y)
+    assert torch.equal(x_adv[~fooled], x[~fooled])
+    assert not torch.equal(x_adv[fooled], x[fooled])
+
+
 def test_autoattack_leaves_the_trace_function_alone(tiny):
     import sys
 

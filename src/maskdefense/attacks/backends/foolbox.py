@@ -4,7 +4,8 @@ Foolbox attacks keep Foolbox's defaults, read from the attack classes' signature
 the recorded defaults are those of the installed Foolbox), except epsilon, which every spec sets. The
 attack gets a :class:`foolbox.PyTorchModel` with bounds ``(0, 1)`` and the criterion
 ``Misclassification(y)``; we take Foolbox's *clipped* output (for minimum-norm attacks, the
-perturbation restricted to the epsilon ball, as the MAD paper's epsilon columns imply) and the harness
+perturbation restricted to the epsilon ball, as the MAD paper's epsilon columns imply; where CW's or
+EAD's search found nothing, the clean image, not Foolbox's all-zero placeholder) and the harness
 re-verifies it.
 
 =================  ============================================  =============
@@ -84,7 +85,14 @@ def _run_foolbox(d: AttackDef, params: Mapping[str, Any], model: nn.Module, x: T
     attack = cls(**kwargs)
     fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
     eps = float(params["eps"])
-    _, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=eps)
+    raw, clipped, _ = attack(fmodel, x, fb.criteria.Misclassification(y), epsilons=eps)
+    if d.kind == "minimization":
+        # Foolbox's CW and EAD keep their best example in a tensor that starts all zeros, and return it as it is
+        # where the search found no adversarial example: a black image (unbounded, a "valid" example that fools
+        # most classifiers; bounded, the image darkened to the budget's edge), which is no attack. The attack
+        # failed there: the clean image stands.
+        found = raw.flatten(1).abs().amax(1) > 0
+        clipped = torch.where(found.view(-1, *[1] * (x.dim() - 1)), clipped, x)
     return clipped
 
 
