@@ -85,11 +85,15 @@ def test_a_missing_dataset_is_the_data_loader_s_error(study, tmp_path, monkeypat
     assert "runs on cifar10, svhn" in capsys.readouterr().err
 
 
-def test_the_w1_sweep_needs_the_tables_run(tmp_path):
+@pytest.mark.parametrize("folder, tables", [("sfm-w1-digits", "sfm-tables-digits"),
+                                            ("sfm-w1-quick", "sfm-tables-quick"), ("fig3", "sfm-tables-digits")])
+def test_the_w1_sweep_needs_the_tables_run(folder, tables, tmp_path):
+    """The sibling folder of the tables run is named as the sweep's own folder is (``reproduce --quick`` writes
+    ``results/<study>-quick``); a folder of another name looks for ``sfm-tables-<dataset>``."""
     from maskdefense.experiments.sfm import w1_study
 
-    with pytest.raises(FileNotFoundError, match="reproduce sfm-tables --quick"):
-        w1_study(tmp_path / "sfm-w1-digits", quick=True, runs_dir=tmp_path / "runs", log=lambda m: None)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"reproduce sfm-tables --quick` into {tmp_path / tables} first")):
+        w1_study(tmp_path / folder, quick=True, runs_dir=tmp_path / "runs", log=lambda m: None)
 
 
 # ---- the quick studies (one runs folder and one results folder for the module)

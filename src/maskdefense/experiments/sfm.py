@@ -662,10 +662,13 @@ def w1_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, 
              log: Log = print) -> dict[str, Any]:
     """Figure 3: clean, black-box and gray-box PGD-8 accuracy of SFM-Defense (main preprocessing) for each w1 of
     :data:`~maskdefense.papers.sfm.SWEEP_W1` (w2 = w3 = 1), one short training per point. The black-box numbers
-    reuse the stored examples of ``sfm-tables`` in the sibling folder ``sfm-tables-<dataset>`` (run it first)."""
+    reuse the stored examples of ``sfm-tables`` in the sibling folder named as ``out`` is (``sfm-w1-<suffix>`` ->
+    ``sfm-tables-<suffix>``: ``reproduce`` names a quick run's folder ``<study>-quick``; another name:
+    ``sfm-tables-<dataset>``); run it first."""
     t_start, meta, out = time.perf_counter(), run_metadata(seed), Path(out)
     lab = _Lab(dataset, quick, runs_dir, seed, data_root, log)
-    source = out.parent / f"sfm-tables-{lab.ds}" / "black-box" / "attacks"
+    tables = "sfm-tables" + out.name[len("sfm-w1"):] if out.name.startswith("sfm-w1-") else f"sfm-tables-{lab.ds}"
+    source = out.parent / tables / "black-box" / "attacks"
     if not (source / "run.json").exists():
         how = " --quick" if quick else f" --dataset {dataset}"
         raise FileNotFoundError(f"{source} holds no black-box run: run `maskdefense reproduce sfm-tables{how}` into "
