@@ -63,6 +63,16 @@ def test_the_surrogate_is_the_classifier_preset_with_another_seed():
         assert sur.train_config(seed=7).seed == 8  # a study's --seed moves both, they stay apart
 
 
+def test_cpu_presets_state_their_own_peak_learning_rate():
+    from maskdefense.training.presets import PRESETS
+
+    names = PRESETS.list("sfm-*-cpu")
+    assert len(names) == 8  # bits, median, nlm and the sweep, on CIFAR-10 and SVHN
+    for name in names:
+        p = create_preset(name)
+        assert re.findall(r"peak lr ([0-9.]+)", "; ".join(p.differs)) == [f"{p.lr:g}"], name
+
+
 def test_the_sweep_preset_is_the_main_preset_shortened():
     main_p, sweep = create_preset(f"sfm-cifar10-{MAIN_PREPROCESS}-cpu"), create_preset(
         f"sfm-cifar10-{MAIN_PREPROCESS}-sweep-cpu")

@@ -103,7 +103,8 @@ def _sfm_cpu(data: str, t: str, epochs: int, init_epochs: int, **recipe: Any) ->
         differs=(f"ResNet-18 at width 1/2, pre-trained by preset resnet18-{data}-cpu ({init_epochs} epochs)",
                  "Attention U-Net masker at width 16 (levels 16-32-64-128)",
                  f"{epochs} epochs of Algorithm 1 (paper: {EPOCHS}), sized to train in <= ~60 minutes on 2 CPU cores",
-                 "one-cycle schedule with peak lr 0.05 for both networks", *CPU_RECIPE_DIFFERS, *no_flip, _UNSTATED[0]),
+                 *(d.replace("peak lr 0.1", "peak lr 0.05, both networks") for d in CPU_RECIPE_DIFFERS), *no_flip,
+                 _UNSTATED[0]),
         description=f"SFM-Defense on {_TITLE[data]} sized for a 2-core CPU: masker and ResNet-18/2 trained by "
                     f"Algorithm 1 with preprocessing {t}"))
 
