@@ -165,6 +165,29 @@ def test_protocol_numbers_match_a_direct_computation(trained, tmp_path):
     assert run["versions"]["foolbox"] and run["config"]["model_sha256"]
 
 
+def test_mean_norm_of_the_examples_found_leaves_out_failed_searches(trained, tmp_path):
+    # a minimum-norm attack returns the clean image where its search found nothing: `mean_norm` averages those
+    # zeros in, `mean_norm_fooled` is the distortion of the examples that fool the model
+    model, x, y = trained
+
+    def half(x, eps):  # a large step on the even images, nothing (a failed search) on the odd ones
+        out = x.clone()
+        out[::2] = 1 - out[::2]
+        return out
+
+    _fake("test-half-search", half, norm="l2")
+    rep = evaluate(model, (x, y), "test-half-search:eps=100", out_dir=tmp_path, sanity=None, progress=False)
+    row = rep.row("test-half-search:eps=100")
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+        x_adv = half(x, None)
+        fooled = ok & (model(x_adv).argmax(1) != y)
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    assert 0 < int(fooled.sum()) < int(ok.sum())
+    assert row["mean_norm"] == pytest.approx(float(norms.mean()), rel=1e-5)
+    assert row["mean_norm_fooled"] == pytest.approx(float(norms[fooled].mean()), rel=1e-5)
+
+
 def test_mad_gray_box_and_adaptive_side_by_side(trained, tmp_path):
     model, x, y = trained
     defense = build_defense("mad:cell=2,rate=0.25,n=5,n_grad=4", model)

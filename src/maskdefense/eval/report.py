@@ -136,6 +136,9 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
         robust = (def_ok[idx] & d_adv).mean(0) if col else np.zeros(0)
         rob_mean, rob_std = _mean_std(robust)
         vn = norms[valid & np.isfinite(norms)]
+        # a minimum-norm attack's distortion: over the examples that fool the model attacked (a failed search
+        # returns the clean image, norm 0, which `mean_norm` averages in)
+        vf = norms[valid & np.isfinite(norms) & ~t_adv & correct] if col else norms[:0]
         rows.append({
             "threat": p.threat, "label": p.label, "attack": p.spec_key, "name": p.name, "family": p.family,
             "norm": p.norm, "eps": p.eps, "sanity": p.sanity, "samples_per_gradient": p.samples_per_gradient,
@@ -148,6 +151,7 @@ def summarize(records: Iterable[Mapping[str, Any]], plans: Sequence[RowPlan], *,
             "n_invalid": int((~valid).sum()), "n_eps_violations": int((~eps_ok).sum()),
             "n_range_violations": int((~range_ok).sum()),
             "mean_norm": _r(float(vn.mean())) if vn.size else None,
+            "mean_norm_fooled": _r(float(vf.mean())) if vf.size else None,
             "max_norm": _r(float(np.nanmax(norms))) if norms.size and np.isfinite(norms).any() else None,
             "paper_attack": (p.paper or {}).get("attack"), "paper_defense": (p.paper or {}).get("defense"),
         })
@@ -322,7 +326,7 @@ CSV_COLUMNS = [
     "threat", "label", "name", "family", "norm", "eps", "n", "n_correct", "base_clean_acc", "defense_clean_acc",
     "defense_clean_std", "attack_acc", "defense_acc", "defense_std", "improvement", "robust_acc", "robust_std",
     "base_robust_acc", "target_acc", "n_invalid", "n_eps_violations", "n_range_violations", "mean_norm",
-    "max_norm", "samples_per_gradient", "sanity", "paper_attack", "paper_defense", "attack",
+    "mean_norm_fooled", "max_norm", "samples_per_gradient", "sanity", "paper_attack", "paper_defense", "attack",
 ]
 #: Extra CSV columns of a defense that rejects inputs (see the module docstring for the conventions).
 DETECTION_COLUMNS = ["false_positive_rate", "detection_rate", "detection_auc", "defense_acc_rejected_failed",

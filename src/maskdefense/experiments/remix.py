@@ -208,7 +208,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
             row[name] = r["defense_acc"]
             row[f"{name}_std"] = r["defense_std"]
             if name == "none":
-                row["n_correct"], row["mean_l2"] = r["n_correct"], r["mean_norm"]
+                row["n_correct"], row["mean_l2"] = r["n_correct"], r["mean_norm_fooled"]
         rows.append(row)
     clean = {name: rep.clean for name, rep in reports.items()}
     meta.update(study=f"remix-fig2-{ds}", dataset=ds, n_images=n, kappas=list(kappas),
@@ -262,7 +262,7 @@ def _write_fig2(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], cle
     ds = meta["dataset"]
     _plot(out, rows)
     cols = ["attack", "kappa", "mean_l2"] + list(DEFENSES)
-    heads = ["attack", "kappa", "mean L2 of the examples"] + [DEFENSE_NAMES[d] for d in DEFENSES]
+    heads = ["attack", "kappa", "mean L2 of the examples found"] + [DEFENSE_NAMES[d] for d in DEFENSES]
     fm: dict[str, Any] = {d: pct for d in DEFENSES}
     fm["mean_l2"] = lambda v: "-" if v is None else f"{v:.3f}"
     table = markdown_table(rows, cols, heads, fm)
