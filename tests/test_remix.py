@@ -236,6 +236,9 @@ def test_fig2_quick_every_number_is_the_harness_s(tmp_path, quick_runs):
     # the budget check covers every defense at the smallest and largest kappa of both attacks
     assert len(meta["budget_check"]) == 5 * 4
     assert all(c["budget_scaled"] == {k: 2 * v for k, v in c["budget"].items()} for c in meta["budget_check"])
+    # one BUDGET_NOT_ENOUGH flag per row that moved, naming its defense
+    moved = sorted((c["defense"], c["attack"]) for c in meta["budget_check"] if not c["enough"])
+    assert sorted((f["run"], f["attack"]) for f in meta["flags"] if f["code"] == "BUDGET_NOT_ENOUGH") == moved
     readme = (out / "README.md").read_text()
     assert "Figure 2" in readme and (out / "fig2.png").exists() and "Is the attack budget enough?" in readme
 
