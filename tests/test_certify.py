@@ -198,6 +198,27 @@ def test_patchcleanser_random_patches_never_break_a_certificate():
             assert bool((pc.predict(x[i:i + 1] * (1 - pm) + content * pm) == cert.decision[i]).all())
 
 
+class Constant(nn.Module):
+    """Class 0 whatever the input: every copy agrees, every decision is certified, every location ties."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([5.0, 0.0]).expand(x.shape[0], 2)
+
+
+@pytest.mark.parametrize("cert", [PatchCleanser(Constant(), patch=3, k=3), DerandomizedSmoothing(Constant(), band=2),
+                                  DerandomizedSmoothing(Constant(), mode="block", band=3),
+                                  GridCertifier(Constant(), cell=4, rate=0.875)])
+def test_weak_locations_spread_over_the_image_where_they_tie(cert):
+    """Where the certificate ranks locations equal (a certified image), the attacked ones must not all sit
+    in the image's first rows: the soundness check would try one corner only."""
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    locs = cert.weak_locations(x, 3, 8)
+    assert locs.shape == (2, 8, 2) and torch.equal(locs[0], locs[1])
+    rows, cols = locs[0, :, 0], locs[0, :, 1]
+    assert int(rows.max() - rows.min()) >= 7 and int(cols.max() - cols.min()) >= 7  # of 0..13
+    assert len({tuple(v) for v in locs[0].tolist()}) == 8
+
+
 # ---- double masking on hand-made cases
 
 

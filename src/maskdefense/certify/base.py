@@ -205,7 +205,12 @@ class Certifier(Defense):
 
 
 def weakest(margins: Tensor, locations: Tensor, count: int) -> Tensor:
-    """``(N, count, 2)``: the locations of the ``count`` smallest margins per image (ties: first)."""
-    k = min(count, margins.shape[1])
-    idx = torch.sort(margins, dim=1, stable=True).indices[:, :k]
-    return locations[idx]
+    """``(N, count, 2)``: the locations of the ``count`` smallest margins per image. Ties go in a fixed
+    pseudo-random order (seed 0): a certified image often ties at every location (PatchCleanser's
+    unanimous map, a band margin equal down a whole column), and the first ones in row-major order would
+    put every attacked patch in the image's top rows."""
+    n_loc = margins.shape[1]
+    k = min(count, n_loc)
+    order = torch.randperm(n_loc, generator=torch.Generator().manual_seed(0)).to(margins.device)
+    idx = torch.sort(margins[:, order], dim=1, stable=True).indices[:, :k]
+    return locations[order.to(locations.device)[idx.to(locations.device)]]
