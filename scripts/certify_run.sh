@@ -4,7 +4,7 @@
 #   mnist     reproduce certify --dataset mnist (trains the ablation/Cutout/grid base classifiers from
 #             plain-mnist-cpu, and mad-mnist-cpu if missing; ~15 min)
 #   cifar10   reproduce certify --dataset cifar10 (four VGG16/2 base classifiers fine-tuned from
-#             plain-cifar10-cpu, ~75 min of training; certification and the patch attack ~75 min)
+#             plain-cifar10-cpu, ~75 min of training; certification and the patch attack ~80 min)
 #   bench     bench/bench_certify.py (certification cost per image against its floor of masked passes)
 # Then results/certify/README.md holds the overview of both data sets beside the published certifiers.
 # Usage: bash scripts/certify_run.sh [step ...]   (default: mnist cifar10 bench)

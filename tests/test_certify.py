@@ -366,6 +366,20 @@ def test_certify_command_runs_and_resumes(tmp_path, capsys):
     assert main(["certify", "--list"]) == 0 and "grid" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
+def test_plan_certifies_every_patch_side_from_2_to_8(dataset):
+    """The issue's sweep: 2x2 to 8x8 patches (5x5, derandomized smoothing's setting, among them) for every
+    certifier; PatchCleanser one mask set per side."""
+    from maskdefense.experiments.certify import plan
+
+    runs = plan(dataset)
+    for r in runs:
+        if not r.name.startswith("pc-"):
+            assert set(r.patches) == set(range(2, 9)), r.name
+    assert sorted(p for r in runs if r.name.startswith("pc-") for p in r.patches) == list(range(2, 9))
+    assert {r.attack_patch for r in runs if r.attack_n} == {5}
+
+
 def test_reproduce_certify_quick(tmp_path, capsys):
     """The study on the digits: every certifier's row, the soundness check at zero broken certificates, the
     overview beside it; a rerun reuses the models and the records."""

@@ -3,7 +3,7 @@
 Example (derandomized column smoothing, the 5x5 setting among others, with the empirical check)::
 
     maskdefense certify --checkpoint runs/ds-column-cifar10-cpu-<hash>/model.safetensors \\
-        --certifier ds:mode=column,band=4 --patch 2 3 4 5 8 --n 500 --attack-patch 5 --attack-n 50 \\
+        --certifier ds:mode=column,band=4 --patch 2 3 4 5 6 7 8 --n 500 --attack-patch 5 --attack-n 50 \\
         --out results/certify-ds
 
 Rerunning the same command resumes; another configuration in the same ``--out`` is refused (``--fresh``
@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=SPLITS, help="dataset split (default test)")
     p.add_argument("--certifier", default=None,
                    help="ds:mode=column,band=4[,threshold=0.2] | pc:patch=5,k=6 | grid:cell=8,rate=0.875 (see --list)")
-    p.add_argument("--patch", type=positive_int, nargs="+", default=[2, 3, 4, 5, 8], help="patch sides (default 2 3 4 5 8)")
+    p.add_argument("--patch", type=positive_int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8],
+                   help="patch sides (default 2 to 8)")
     p.add_argument("--n", type=positive_int, default=500, help="number of images (the first N; default 500)")
     p.add_argument("--batch-size", type=positive_int, default=50, help="images per certify call (part of the config)")
     p.add_argument("--attack-patch", type=positive_int, nargs="*", default=[],
