@@ -41,15 +41,28 @@ def _marker_images(n: int, side: int, seed: int = 0) -> torch.Tensor:
     return x
 
 
-def _ones_patch_everywhere(cert, x: torch.Tensor, patch: int) -> torch.Tensor:
-    """``(N,)`` bool: a patch of ones at some location changes the decision (brute force, every location)."""
+def _bright_images(n: int, side: int, seed: int = 0) -> torch.Tensor:
+    """Dark images with ``side + i`` bright pixels at random places: most copies see one, the decision is
+    mostly 1, and a patch of zeros over some of them is the attack."""
+    g = torch.Generator().manual_seed(seed + 100)
+    x = 0.5 * torch.rand(n, 1, side, side, generator=g)
+    for i in range(n):
+        x[i, 0].view(-1)[torch.randperm(side * side, generator=g)[: side + i]] = 1.0
+    return x
+
+
+def _worst_patch_everywhere(cert, x: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(N,)`` bool: a patch at some location changes the decision (brute force, every location). For
+    :class:`Marker` two contents are the worst cases: ones (every copy that sees the patch votes 1) against
+    decision 0, zeros (the bright pixels under the patch hidden) against decision 1."""
     locs = patch_locations(x.shape[2:], patch)
     pm = patch_mask(x.shape[2:], patch, locs)  # (L, 1, H, W)
     clean = cert.predict(x)
     changed = torch.zeros(x.shape[0], dtype=torch.bool)
     for i in range(x.shape[0]):
-        patched = x[i:i + 1] * (1 - pm) + pm
-        changed[i] = bool((cert.predict(patched) != clean[i]).any())
+        for content in (1.0, 0.0):
+            patched = x[i:i + 1] * (1 - pm) + content * pm
+            changed[i] |= bool((cert.predict(patched) != clean[i]).any())
     return changed
 
 
@@ -117,12 +130,14 @@ def test_location_margins_are_exact_against_enumeration():
 
 @pytest.mark.parametrize("mode, band", [("column", 2), ("row", 3), ("block", 3)])
 def test_derandomized_certificate_against_every_location(mode, band):
-    x = _marker_images(16, 6)
+    x = torch.cat([_marker_images(16, 6), _bright_images(6, 6)])
     ds = DerandomizedSmoothing(Marker(), mode=mode, band=band, threshold=0.2).eval()
+    certified_ones = 0
     for p in (1, 2, 3):
         cert = ds.certify(x, (p,))
+        certified_ones += int((cert.at(p) & (cert.decision == 1)).sum())
         assert torch.equal(cert.decision, ds.predict(x))
-        changed = _ones_patch_everywhere(ds, x, p)
+        changed = _worst_patch_everywhere(ds, x, p)
         assert not bool((cert.at(p) & changed).any()), "a certified decision was changed"
         # the exact per-location margin is tight where the decision is 0 (a patch of ones is then the worst case)
         votes = ds.copy_votes(x)
@@ -131,6 +146,9 @@ def test_derandomized_certificate_against_every_location(mode, band):
         assert torch.equal(exact[zero], ~changed[zero]) and not bool((exact & changed).any())
         assert bool((~cert.at(p) | exact).all())  # the closed form implies the exact condition
     assert bool(ds.certify(x, (1,)).at(1).any()) and not bool(ds.certify(x, (3,)).at(3).all())
+    # the zeros patch was tried against certified decisions 1 too (rows: 6 bands of 3 rows, 2 Delta = 6 =
+    # every vote, so only decision 0 can be certified, by the tie rule)
+    assert certified_ones > 0 or mode == "row"
 
 
 def test_derandomized_closed_form_by_hand():
@@ -146,16 +164,19 @@ def test_derandomized_closed_form_by_hand():
 
 @pytest.mark.parametrize("cell, rate", [(2, 0.875), (2, 0.75), (4, 0.5)])
 def test_grid_certificate_against_every_location(cell, rate):
-    x = _marker_images(12, 8, seed=1)
+    x = torch.cat([_marker_images(12, 8, seed=1), _bright_images(6, 8, seed=1)])
     grid = GridCertifier(Marker(), cell=cell, rate=rate).eval()
+    certified_ones = 0
     for p in (1, 2, 3):
         cert = grid.certify(x, (p,))
-        changed = _ones_patch_everywhere(grid, x, p)
+        certified_ones += int((cert.at(p) & (cert.decision == 1)).sum())
+        changed = _worst_patch_everywhere(grid, x, p)
         assert not bool((cert.at(p) & changed).any())
         zero = cert.decision == 0  # a patch of ones is the worst case against 0: exact there
         assert torch.equal(cert.at(p)[zero], ~changed[zero]) and bool(zero.sum() > 4)
     if rate == 0.875:
         assert bool(grid.certify(x, (2,)).at(2).any())
+    assert certified_ones > 0 or cell == 4  # the zeros patch was tried against certified decisions 1 too
 
 
 def test_grid_feasibility_counts():
@@ -177,7 +198,7 @@ def test_patchcleanser_certificate_against_every_location():
         assert torch.equal(cert.decision, pc.predict(x))
         assert not bool(cert.certified[:, 2].any())  # beyond the mask set's patch size: never
         for j, q in enumerate((1, p)):
-            changed = _ones_patch_everywhere(pc, x, q)
+            changed = _worst_patch_everywhere(pc, x, q)
             assert not bool((cert.certified[:, j] & changed).any())
         assert bool(cert.certified[:, 1].any())
         assert cert.passes[0] == pc.passes(8, 8) == len(pc.mask_set(8, 8).origins) * (len(pc.mask_set(8, 8).origins) + 1) // 2
