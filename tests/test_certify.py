@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from maskdefense.certify import (DerandomizedSmoothing, GridCertifier, PatchCleanser, affected_copies,
-                                 build_certifier, double_masking, feasibility, location_margins,
-                                 unaffected_fraction)
+                                 build_certifier, double_masking, feasibility, largest_certifiable,
+                                 location_margins, unaffected_fraction)
 from maskdefense.ops.ablation import (BandAblation, BlockAblation, Cutout, band_masks, block_masks, covering_masks,
                                       make_transform, patch_locations, patch_mask)
 from maskdefense.ops.vote import top_class
@@ -185,6 +185,11 @@ def test_grid_feasibility_counts():
     assert (f["masks"], f["t_max"], f["possible"]) == (1820, 4, False)  # MAD's rate certifies no 2x2 patch
     assert feasibility(32, 8, 0.875, 8)["possible"] and not feasibility(32, 8, 0.875, 10)["possible"]
     assert feasibility(32, 4, 0.75, 1)["possible"]  # a single pixel: t = 1, fraction 3/4
+    # the largest side: 8x8 cells at 7/8 allow 4 touched cells (66/120 = 0.55) up to 9 pixels, 3x3 cells from 10;
+    # 4x4 cells at 15/16: 9 cells C(55, 4) / C(64, 4) = 0.54 up to 9 pixels, 16 cells (0.31) from 10
+    assert [largest_certifiable(32, 8, r) for r in (0.5, 0.75, 0.875)] == [1, 1, 9]
+    assert largest_certifiable(32, 4, 0.9375) == 9 and largest_certifiable(28, 7, 0.875) == 8
+    assert largest_certifiable(32, 16, 0.875) == 32  # every cell removed: a constant vote
     # where impossible, nothing certifies
     x = torch.zeros(4, 1, 8, 8)
     assert not bool(GridCertifier(Marker(), cell=2, rate=0.75).certify(x, (2,)).certified.any())
@@ -419,7 +424,8 @@ def test_reproduce_certify_quick(tmp_path, capsys):
     assert all(r["certified_broken"] == 0 for r in rows.values() if r["certified_attacked"] is not None)
     assert any(r["uncertified_broken"] for r in rows.values() if r["uncertified_broken"] is not None)
     readme = (out / "README.md").read_text()
-    assert "certified broken" in readme and "can certify?" in readme and (out / "certified_vs_patch.png").is_file()
+    assert "certified broken" in readme and "can certify?" in readme and "largest patch side" in readme
+    assert (out / "certified_vs_patch.png").is_file()
     assert "certify-quick" in (tmp_path / "results" / "certify" / "README.md").read_text()
     stamp = (out / "ds-column" / "records.jsonl").stat().st_mtime_ns
     assert main(argv) == 0

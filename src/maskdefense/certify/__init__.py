@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from .base import Certificate, Certifier, affected_copies, location_margins
 from .derandomized import DerandomizedSmoothing
-from .grid import GridCertifier, feasibility, unaffected_fraction
+from .grid import GridCertifier, feasibility, largest_certifiable, unaffected_fraction
 from .patchcleanser import PatchCleanser, double_masking
 from .registry import CERTIFIERS, build_certifier, parse_certifier_spec
 
 __all__ = [
     "Certificate", "Certifier", "affected_copies", "location_margins", "DerandomizedSmoothing", "GridCertifier",
-    "feasibility", "unaffected_fraction", "PatchCleanser", "double_masking", "CERTIFIERS", "build_certifier",
-    "parse_certifier_spec",
+    "feasibility", "largest_certifiable", "unaffected_fraction", "PatchCleanser", "double_masking", "CERTIFIERS",
+    "build_certifier", "parse_certifier_spec",
 ]

@@ -50,7 +50,7 @@ from ..ops.masking import _check_cell, _check_rate, cells_removed, enumerate_mas
 from ..ops.vote import count_votes, top_class
 from .base import Certificate, Certifier, affected_copies, check_patch_sizes, location_margins, weakest
 
-__all__ = ["GridCertifier", "unaffected_fraction", "max_touched", "feasibility"]
+__all__ = ["GridCertifier", "unaffected_fraction", "max_touched", "feasibility", "largest_certifiable"]
 
 
 def unaffected_fraction(cells: int, removed: int, touched: int) -> float:
@@ -78,6 +78,13 @@ def feasibility(size: int, cell: int, rate: float, patch: int) -> dict[str, obje
     frac = unaffected_fraction(g, r, t)
     return {"cells": g, "removed": r, "masks": math.comb(g, r), "t_max": t, "unaffected_fraction": frac,
             "possible": frac >= 0.5}
+
+
+def largest_certifiable(size: int, cell: int, rate: float) -> int:
+    """The largest patch side :func:`feasibility` allows for ``size x size`` images, ``cell``-pixel cells and
+    ``rate`` (0: not even one pixel). ``t_max`` grows with the side, so every smaller side is allowed too.
+    With every cell removed (``round(rate * G) = G``) the vote is a constant and "certifies" every side."""
+    return max((p for p in range(1, size + 1) if feasibility(size, cell, rate, p)["possible"]), default=0)
 
 
 class GridCertifier(Certifier):

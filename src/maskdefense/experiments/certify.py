@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..certify import build_certifier, feasibility
+from ..certify import build_certifier, feasibility, largest_certifiable
 from ..data import dataset_info, load_dataset
 from ..eval.certify import certify_dataset
 from ..papers.certify import (DS_BAND, DS_BLOCK, DS_THRESHOLD, GRID_CELL, GRID_RATES, PC_CUTOUT, PC_K, published)
@@ -46,6 +46,8 @@ Log = Callable[[str], None]
 
 PATCHES = {"cifar10": (2, 3, 4, 5, 6, 7, 8), "mnist": (2, 3, 4, 5, 6, 7, 8), "digits": (1, 2)}
 MAD_MODEL = {"cifar10": "mad-cifar10-cpu", "mnist": "mad-mnist-cpu", "digits": "mad-digits"}
+#: The rates of the grid certificate's feasibility sweep over every cell size (arithmetic only, nothing runs).
+FEASIBILITY_RATES = (0.5, 0.75, 0.875, 0.9375)
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,12 @@ def certify_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
     size = dataset_info(ds).size
     grid = [{"rate": rate, "patch": p, **feasibility(size, GRID_CELL[ds], rate, p)}
             for rate in GRID_RATES for p in PATCHES[ds]]
+    cells = [{"cell": c, "rate": rate, **{k: feasibility(size, c, rate, 1)[k] for k in ("cells", "removed", "masks")},
+              "largest": largest_certifiable(size, c, rate)}
+             for c in range(1, size) if size % c == 0 and (size // c) ** 2 >= 4 for rate in FEASIBILITY_RATES]
     meta.update(study=f"certify-{ds}", dataset=ds, patches=list(PATCHES[ds]), runs=[r.__dict__ for r in plan(ds)],
                 attack_steps=steps, attack_locations=locations,
-                models=models, grid_feasibility=grid, published=[p.__dict__ for p in published(ds)],
+                models=models, grid_feasibility=grid, grid_cells=cells, published=[p.__dict__ for p in published(ds)],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 certify_wall_time_s_total=_wall(out, [r["run"] for r in rows]))
     _write(out, rows, meta)
@@ -181,6 +186,9 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
                            "masks hiding them", "can certify?"],
                           {"rate": lambda v: f"{v:g}", "unaffected_fraction": lambda v: f"{v:.3f}",
                            "possible": lambda v: "yes" if v else "no"})
+    cells = markdown_table(meta["grid_cells"], ["cell", "cells", "rate", "removed", "masks", "largest"],
+                           ["cell side", "cells G", "rate", "removed r", "masks C(G, r)", "largest patch side"],
+                           {"rate": lambda v: f"{v:g}", "masks": lambda v: f"{v:.3g}" if v >= 1e6 else str(v)})
     _plot(out, rows, patches)
     intro = (f"Certified accuracy (the decision is certified against every patch of that size and is the true "
              f"label) and clean accuracy of each certifier on the first test images of {ds}, CPU-sized models "
@@ -195,6 +203,9 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
                 "## When can the grid certificate certify anything?",
                 ("A certificate needs at least half of the masks to hide every cell the patch touches "
                  "(`maskdefense.certify.grid`):\n\n" + grid),
+                ("Every cell size and rate: the largest patch side the certificate allows at all (0: not even one "
+                 "pixel; with every cell removed the vote is a constant). Certifying also needs the mask set "
+                 "enumerated, `C(G, r)` copies per image:\n\n" + cells),
                 f"Wall time of the certification runs over all resumptions: {meta['certify_wall_time_s_total']} s."]
     write_results(out, title=f"Certified robustness against patches: {ds}", intro=intro, sections=sections,
                   rows=rows, meta=meta)
