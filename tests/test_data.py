@@ -11,6 +11,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from maskdefense.data import (
     load_dataset,
     resolve_data_root,
 )
-from maskdefense.data import _catalog, _files, _formats, _load
+from maskdefense.data import _catalog, _files, _formats, _load, _tiny_imagenet
 from maskdefense.registry import UnknownNameError
 
 from conftest import patch_specs  # noqa: E402
@@ -83,7 +84,7 @@ def cifar_pickle(records: bytes, protocol: int) -> bytes:
 
 
 def test_catalog():
-    assert list_datasets() == ["cifar10", "digits", "mnist", "svhn"]
+    assert list_datasets() == ["cifar10", "digits", "mnist", "svhn", "tiny-imagenet"]
     assert dataset_info("MNIST") is dataset_info(DatasetName.MNIST)
     info = dataset_info(" cifar10 ")
     assert (info.channels, info.size, info.num_classes, info.train_size, info.test_size) == (3, 32, 10, 50000, 10000)
@@ -92,19 +93,26 @@ def test_catalog():
     assert dataset_info("digits").files == () and dataset_info("digits").default_val_size == 144
     for name in list_datasets():
         i = dataset_info(name)
-        assert i.name == name and len(i.classes) == i.num_classes and i.description
+        assert i.name == name and i.description
+        assert len(i.classes) == i.num_classes or (name == "tiny-imagenet" and i.classes == ())  # read from wnids.txt
         for f in i.files:
             assert isinstance(f, FileSpec) and len(f.md5) == 32 and f.urls and not Path(f.relpath).is_absolute()
     svhn = dataset_info("svhn")
     assert svhn.file("SVHN/train_32x32.mat").md5 == "e26dedcc434d2e4c54c9b2d4a06d8373"
     assert svhn.file("SVHN/test_32x32.mat").md5 == "eb5a983be6a315427106f1b164d9cef3"
     assert any("ossci-datasets" in u for u in dataset_info("mnist").files[0].urls)
+    tiny = dataset_info("tiny-imagenet")
+    assert (tiny.channels, tiny.size, tiny.num_classes, tiny.train_size, tiny.test_size, tiny.default_val_size) == (
+        3, 64, 200, 100000, 10000, 10000)
+    assert tiny.files == (FileSpec("tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de",
+                                   ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",)),)
+    assert "no labels" in tiny.description
 
 
 def test_unknown_name():
     with pytest.raises(UnknownNameError, match="cifar10"):
         load_dataset("cifar100", "test")
-    with pytest.raises(UnknownNameError, match="Known: cifar10, digits, mnist, svhn"):
+    with pytest.raises(UnknownNameError, match="Known: cifar10, digits, mnist, svhn, tiny-imagenet"):
         dataset_info("imagenet")
     with pytest.raises(KeyError):  # UnknownNameError is a KeyError and a ValueError
         dataset_info("nope")
@@ -228,7 +236,7 @@ def test_mnist(shared_data, mnist_test):
 
 
 def test_mnist_val_train_sizes(shared_data):
-    raw_images, labels, _ = _load.load_raw("mnist", "trainval", shared_data, download=False)
+    raw_images, labels, _, _ = _load.load_raw("mnist", "trainval", shared_data, download=False)
     assert raw_images.shape == (60000, 1, 28, 28)
     tr, va = _load.split_indices(60000, dataset_info("mnist").default_val_size, 0)
     assert (len(tr), len(va)) == (55000, 5000)
@@ -246,7 +254,7 @@ def test_cifar10_binary(shared_data):
     assert int(test.labels[0]) == 3 and test.classes[int(test.labels[0])] == "cat"
     assert torch.equal(torch.bincount(test.labels), torch.full((10,), 1000))
     assert 0.0 <= float(test.images.min()) and float(test.images.max()) <= 1.0
-    images, labels, full = _load.load_raw("cifar10", "trainval", shared_data, download=False)
+    images, labels, full, _ = _load.load_raw("cifar10", "trainval", shared_data, download=False)
     assert images.shape == (50000, 3, 32, 32) and full == 255.0
     assert labels[:10].tolist() == CIFAR_FIRST_TRAIN_LABELS and (np.bincount(labels) == 5000).all()
     first = load_dataset("cifar10", "trainval", root=shared_data, download=False, limit=2)
@@ -294,7 +302,7 @@ def test_cifar10_python_trainval_and_preference(shared_data, tmp_path, monkeypat
         os.symlink(shared_data / "cifar-10-batches-bin" / f"data_batch_{i}.bin",
                    tmp_path / "cifar-10-batches-bin" / f"data_batch_{i}.bin")
     assert len(load_dataset("cifar10", "trainval", root=tmp_path, download=False, limit=100)) == 100
-    images, _, _ = _load.load_raw("cifar10", "trainval", tmp_path, download=False)
+    images, _, _, _ = _load.load_raw("cifar10", "trainval", tmp_path, download=False)
     assert len(images) == 50000
 
 
@@ -570,3 +578,173 @@ def test_svhn_stand_in(tmp_path, monkeypatch):
     assert (len(train), len(val)) == (7, 2)
     with pytest.raises(ValueError, match="val_size"):
         load_dataset("svhn", "train", root=tmp_path, download=False)  # default 5000 > 9 stand-in images
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny-ImageNet (a fake tree of JPEGs written by Pillow)
+
+TINY_WNIDS = ("n01443537", "n09999999", "n02124075")
+TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+TINY_VAL = (("val_0.JPEG", 2), ("val_1.JPEG", 0), ("val_2.JPEG", 1))  # file, class (line of wnids.txt)
+
+
+def _jpeg(path: Path, rng: np.random.Generator, grey: bool = False, side: int = 64) -> np.ndarray:
+    """Write a random JPEG; returns Pillow's own reading of it in RGB, uint8 (3, side, side)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (side, side) if grey else (side, side, 3), dtype=np.uint8)).save(path, "JPEG")
+    with Image.open(path) as im:
+        assert im.mode == ("L" if grey else "RGB")
+        return np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+
+
+def make_tiny_tree(root: Path) -> dict[str, np.ndarray]:
+    """``root/tiny-imagenet-200``: 3 wnids x 2 train images, 3 val images, one grey image in each part; words.txt
+    names two of the wnids. Returns the expected uint8 images of each part."""
+    rng = np.random.default_rng(0)
+    base = root / "tiny-imagenet-200"
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    (base / "words.txt").write_text("n00001740\tentity\nn01443537\tgoldfish, Carassius auratus\n"
+                                    "n02124075\tEgyptian cat\n")
+    train = [_jpeg(base / f"train/{w}/images/{w}_{i}.JPEG", rng, grey=(k, i) == (1, 1))
+             for k, w in enumerate(TINY_WNIDS) for i in range(2)]
+    (base / f"train/{TINY_WNIDS[0]}/{TINY_WNIDS[0]}_boxes.txt").write_text("n01443537_0.JPEG\t0\t0\t63\t63\n")
+    test = [_jpeg(base / "val/images" / name, rng, grey=name == "val_2.JPEG") for name, _ in TINY_VAL]
+    (base / "val/val_annotations.txt").write_text("".join(f"{name}\t{TINY_WNIDS[c]}\t0\t5\t62\t60\n"
+                                                          for name, c in TINY_VAL))
+    return {"trainval": np.stack(train), "test": np.stack(test)}
+
+
+def tiny_stand_in(monkeypatch: pytest.MonkeyPatch, zip_md5: str | None = None) -> None:
+    """The catalog's sizes of the fake tree (and the md5 of a zip of it)."""
+    patch_specs(monkeypatch, "tiny-imagenet", {"tiny-imagenet-200.zip": {"md5": zip_md5}} if zip_md5 else {},
+                num_classes=3, train_size=6, test_size=3, default_val_size=2)
+
+
+def _as_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images * 255).round().to(torch.uint8).numpy()
+
+
+def test_tiny_imagenet_folder(tmp_path, monkeypatch):
+    tried = no_network(monkeypatch)
+    expected = make_tiny_tree(tmp_path)
+    tiny_stand_in(monkeypatch)
+    test = load_dataset("tiny-imagenet", "test", root=tmp_path)
+    assert test.images.shape == (3, 3, 64, 64) and test.images.dtype == torch.float32
+    assert float(test.images.min()) >= 0 and float(test.images.max()) <= 1 and float(test.images.max()) > 0.9
+    assert test.labels.tolist() == [2, 0, 1]  # val_annotations.txt's wnids, numbered by wnids.txt's lines
+    assert np.array_equal(_as_uint8(test.images), expected["test"])
+    grey = test.images[2]
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[0], grey[2]) and grey.std() > 0.1
+    assert test.classes == ("goldfish, Carassius auratus", "n09999999", "Egyptian cat")  # words.txt, else the wnid
+    trainval = load_dataset("tiny-imagenet", "trainval", root=tmp_path)
+    assert trainval.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert np.array_equal(_as_uint8(trainval.images), expected["trainval"])
+    train, val = (load_dataset("tiny-imagenet", split, root=tmp_path) for split in ("train", "val"))
+    assert (len(train), len(val)) == (4, 2)
+    assert sorted(train.labels.tolist() + val.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    (tmp_path / "tiny-imagenet-200" / "words.txt").unlink()
+    assert load_dataset("tiny-imagenet", "test", root=tmp_path).classes == TINY_WNIDS
+    assert tried == []
+
+
+def test_tiny_imagenet_cache(tmp_path, monkeypatch, caplog):
+    from PIL import Image
+
+    make_tiny_tree(tmp_path)
+    tiny_stand_in(monkeypatch)
+    first = load_dataset("tiny-imagenet", "test", root=tmp_path)
+    cache = tmp_path / "tiny-imagenet-200-decoded" / "test.npz"
+    assert [p.name for p in cache.parent.iterdir()] == ["test.npz"]  # no temporary file left
+    decoded: list[int] = []
+    real = _tiny_imagenet._decode
+    monkeypatch.setattr(_tiny_imagenet, "_decode", lambda source, files, size: decoded.append(len(files)) or
+                        real(source, files, size))
+    assert torch.equal(load_dataset("tiny-imagenet", "test", root=tmp_path).images, first.images)
+    assert decoded == []  # read from the cache
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "tiny-imagenet-200/val/images/val_1.JPEG")
+    changed = load_dataset("tiny-imagenet", "test", root=tmp_path)
+    assert decoded == [3] and float(changed.images[1].max()) < 0.05 and torch.equal(changed.images[0], first.images[0])
+    data = bytearray(cache.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the image array: its CRC-32 no longer matches
+    cache.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="maskdefense.data._tiny_imagenet"):
+        assert torch.equal(load_dataset("tiny-imagenet", "test", root=tmp_path).images, changed.images)
+    assert decoded == [3, 3] and "cannot be read" in caplog.text
+    assert torch.equal(load_dataset("tiny-imagenet", "test", root=tmp_path).images, changed.images)
+    assert decoded == [3, 3]  # the rewritten cache is good
+    # an unwritable cache folder only costs the cache
+    shutil.rmtree(cache.parent)
+    cache.parent.write_text("a file where the cache folder should be")
+    assert torch.equal(load_dataset("tiny-imagenet", "test", root=tmp_path).images, changed.images)
+    assert decoded == [3, 3, 3] and "cannot write the cache" in caplog.text
+
+
+def test_tiny_imagenet_zip(tmp_path, monkeypatch):
+    tried = no_network(monkeypatch)
+    expected = make_tiny_tree(tmp_path / "tree")
+    root = tmp_path / "root"
+    root.mkdir()
+    with zipfile.ZipFile(root / "tiny-imagenet-200.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted((tmp_path / "tree").rglob("*")):
+            z.write(p, p.relative_to(tmp_path / "tree").as_posix())
+    tiny_stand_in(monkeypatch)
+    with pytest.raises(DataError, match=f"tiny-imagenet-200.zip is corrupted.*expected {TINY_MD5}"):
+        load_dataset("tiny-imagenet", "test", root=root)  # the md5 is always checked
+    tiny_stand_in(monkeypatch, zip_md5=md5((root / "tiny-imagenet-200.zip").read_bytes()))
+    for part in ("test", "trainval"):
+        d = load_dataset("tiny-imagenet", part, root=root)
+        assert np.array_equal(_as_uint8(d.images), expected[part]) and d.classes[0] == "goldfish, Carassius auratus"
+    assert d.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # the verified zip is preferred to an extracted folder beside it (here an incomplete one)
+    shutil.copytree(tmp_path / "tree" / "tiny-imagenet-200", root / "tiny-imagenet-200")
+    (root / "tiny-imagenet-200/val/images/val_0.JPEG").unlink()
+    assert load_dataset("tiny-imagenet", "test", root=root).labels.tolist() == [2, 0, 1]
+    assert tried == []
+
+
+def test_tiny_imagenet_missing(tmp_path, monkeypatch):
+    tried = no_network(monkeypatch)
+    with pytest.raises(DataError) as e:
+        load_dataset("tiny-imagenet", "train", root=tmp_path)
+    msg = str(e.value)
+    for s in (str(tmp_path / "tiny-imagenet-200.zip"), TINY_MD5, TINY_URL, "Download failed",
+              f"Or extract the zip in {tmp_path}: the folder {tmp_path / 'tiny-imagenet-200'} (wnids.txt"):
+        assert s in msg, s
+    assert tried == [TINY_URL] and leftovers(tmp_path) == []
+
+
+def _rewrite(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+@pytest.mark.parametrize("split, damage, named", [
+    ("trainval", lambda b: (b / "train/n09999999/images/n09999999_1.JPEG").unlink(),
+     "train/n09999999/images/n09999999_1.JPEG is missing"),
+    ("test", lambda b: (b / "val/val_annotations.txt").unlink(), "val/val_annotations.txt is missing"),
+    ("test", lambda b: (b / "val/images/val_0.JPEG").write_bytes(b"not a JPEG"), "val_0.JPEG is not a readable JPEG"),
+    ("test", lambda b: (b / "val/images/val_1.JPEG").write_bytes((b / "val/images/val_1.JPEG").read_bytes()[:300]),
+     "val_1.JPEG is not a readable JPEG"),
+    ("test", lambda b: _jpeg(b / "val/images/val_1.JPEG", np.random.default_rng(1), side=32),
+     "val_1.JPEG is 32x32, expected 64x64"),
+    ("test", lambda b: _rewrite(b / "val/val_annotations.txt", "val_1.JPEG\tn01443537", "val_1.JPEG\tn00000001"),
+     "val_annotations.txt line 2"),
+    ("test", lambda b: _rewrite(b / "val/val_annotations.txt", "val_0.JPEG", "../../wnids.txt"),
+     "val_annotations.txt line 1"),
+    ("test", lambda b: _rewrite(b / "val/val_annotations.txt", "val_2.JPEG\tn09999999\t0\t5\t62\t60\n", ""),
+     "val_annotations.txt annotates 2 images"),
+    ("trainval", lambda b: _rewrite(b / "wnids.txt", "n02124075", "n01443537"), "wnids.txt holds 3 lines (2 distinct)"),
+], ids=["train-file", "annotations", "garbage", "truncated", "size", "unknown-wnid", "path", "count", "wnids"])
+def test_tiny_imagenet_damaged_folder(split, damage, named, tmp_path, monkeypatch):
+    make_tiny_tree(tmp_path)
+    tiny_stand_in(monkeypatch)
+    damage(tmp_path / "tiny-imagenet-200")
+    with pytest.raises(DataError) as e:
+        load_dataset("tiny-imagenet", split, root=tmp_path)
+    msg = str(e.value)
+    assert named in msg and "\n" not in msg, msg  # one line naming the file ...
+    assert f"extract the official tiny-imagenet-200.zip (md5 {TINY_MD5}) from {TINY_URL}" in msg  # ... and the fix
+    assert not (tmp_path / "tiny-imagenet-200-decoded").exists()

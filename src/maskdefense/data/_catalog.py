@@ -8,6 +8,8 @@ authors' pages, and, for the files on this machine, against the files themselves
   copy, and the md5 of ``cifar-10-binary.tar.gz`` listed on https://www.cs.toronto.edu/~kriz/cifar.html.
 * CIFAR-10 python version: per-batch md5s and ``cifar-10-python.tar.gz`` md5 from torchvision.
 * SVHN cropped digits: ``train_32x32.mat`` / ``test_32x32.mat`` md5s from torchvision.
+* Tiny-ImageNet-200: the md5 of ``tiny-imagenet-200.zip`` (248,100,043 bytes) that the public Tiny-ImageNet
+  loaders agree on; the archive has no per-file checksums.
 """
 
 from __future__ import annotations
@@ -84,6 +86,16 @@ _SVHN_FILES = (
              ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",)),
 )
 
+# ---------------------------------------------------------------------------------------------
+# Tiny-ImageNet-200 (read from the official zip or from the folder it extracts to; see _tiny_imagenet)
+TINY_DIR = "tiny-imagenet-200"
+TINY_ZIP = "tiny-imagenet-200.zip"
+#: Folder (under the data root) of the decoded uint8 arrays, one ``.npz`` per official part.
+TINY_CACHE_DIR = "tiny-imagenet-200-decoded"
+_TINY_FILES = (
+    FileSpec(TINY_ZIP, "90528d7ca1a48142e341f4ef8d21d0de", ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",)),
+)
+
 #: md5 of each official archive, by file name (the archive is kept at ``<root>/<name>``).
 ARCHIVE_MD5: dict[str, str] = {
     CIFAR_BIN_ARCHIVE: "c32a1d4ab5d03f1284b67883e8d87530",
@@ -135,6 +147,21 @@ _INFOS: dict[DatasetName, DatasetInfo] = {
             "SVHN cropped digits (format 2), 32x32 RGB: the official train_32x32.mat and "
             f"test_32x32.mat in <root>/{SVHN_DIR}/ (label 10 means digit 0 and is mapped to 0). "
             "The 'extra' set is not used."
+        ),
+    ),
+    DatasetName.TINY_IMAGENET: DatasetInfo(
+        name="tiny-imagenet", channels=3, size=64, num_classes=200, classes=(),
+        train_size=100000, test_size=10000, default_val_size=10000, files=_TINY_FILES,
+        description=(
+            "Tiny-ImageNet-200 (Le & Yang, CS 231N 2015), 64x64 RGB, 200 ImageNet classes: read from the official "
+            f"{TINY_ZIP} at <root>/{TINY_ZIP} (md5-checked) or, when the zip is absent, from the folder it "
+            f"extracts to, <root>/{TINY_DIR}/. Class index = line of wnids.txt; class names from words.txt "
+            "(else the wnids). 'trainval' is the official train set (500 images per class); 'test' is the "
+            "official val set (val/val_annotations.txt gives each image's class): the official test set has "
+            "no labels and is not read. The default 'val' split (10000, 50 per class on average, as the "
+            "official val) is carved from train. Grey JPEGs are converted to RGB. The JPEGs are decoded "
+            f"once into <root>/{TINY_CACHE_DIR}/ (uint8 .npz, 1.2 GB for train, 0.12 GB for test), "
+            "reused while the source is unchanged."
         ),
     ),
 }

@@ -11,13 +11,15 @@ import numpy as np
 import torch
 
 from . import _catalog, _files, _formats
+from ._tiny_imagenet import load_tiny_imagenet
 from ._types import DataError, DatasetInfo, DatasetName, FileSpec, ImageData
 
 #: Valid values of ``load_dataset(split=...)``.
 SPLITS = ("train", "val", "test", "trainval")
 
-# A raw loader returns uint8 images (N, C, H, W), int64 labels (N,) and the value of full intensity.
-_Raw = tuple[np.ndarray, np.ndarray, float]
+# A raw loader returns uint8 images (N, C, H, W), int64 labels (N,), the value of full intensity and the class
+# names (the catalog's, or those the files give).
+_Raw = tuple[np.ndarray, np.ndarray, float, tuple[str, ...]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,7 +44,7 @@ def _load_digits(info: DatasetInfo, part: str, root: Path | None, download: bool
         raise DataError(f"sklearn.datasets.load_digits() returned images of shape {images.shape}, expected (1797, 8, 8)")
     test, trainval = _digits_test_indices()
     idx = test if part == "test" else trainval
-    return images[idx, None].astype(np.uint8), np.asarray(bunch.target)[idx].astype(np.int64), 16.0
+    return images[idx, None].astype(np.uint8), np.asarray(bunch.target)[idx].astype(np.int64), 16.0, info.classes
 
 
 def _mnist_specs(info: DatasetInfo, part: str) -> list[FileSpec]:
@@ -62,7 +64,7 @@ def _load_mnist(info: DatasetInfo, part: str, root: Path | None, download: bool)
         _files.read_verified(img_spec, root), _files.read_verified(lbl_spec, root),
         str(root / img_spec.relpath), str(root / lbl_spec.relpath),
     )
-    return images, labels, 255.0
+    return images, labels, 255.0, info.classes
 
 
 def _cifar_specs(info: DatasetInfo, version: str, part: str) -> list[FileSpec]:
@@ -117,8 +119,8 @@ def _load_cifar10(info: DatasetInfo, part: str, root: Path | None, download: boo
         images.append(x)
         labels.append(y)
     if len(specs) == 1:
-        return images[0], labels[0], 255.0
-    return np.concatenate(images), np.concatenate(labels), 255.0
+        return images[0], labels[0], 255.0, info.classes
+    return np.concatenate(images), np.concatenate(labels), 255.0, info.classes
 
 
 def _load_svhn(info: DatasetInfo, part: str, root: Path | None, download: bool) -> _Raw:
@@ -126,7 +128,7 @@ def _load_svhn(info: DatasetInfo, part: str, root: Path | None, download: bool) 
     spec = info.file(f"{_catalog.SVHN_DIR}/{'test' if part == 'test' else 'train'}_32x32.mat")
     _files.ensure_files(info, [spec], root, download)
     images, labels = _formats.parse_svhn_mat(_files.read_verified(spec, root), str(root / spec.relpath))
-    return images, labels, 255.0
+    return images, labels, 255.0, info.classes
 
 
 _RAW_LOADERS: dict[DatasetName, Callable[[DatasetInfo, str, Path | None, bool], _Raw]] = {
@@ -134,12 +136,13 @@ _RAW_LOADERS: dict[DatasetName, Callable[[DatasetInfo, str, Path | None, bool], 
     DatasetName.MNIST: _load_mnist,
     DatasetName.CIFAR10: _load_cifar10,
     DatasetName.SVHN: _load_svhn,
+    DatasetName.TINY_IMAGENET: load_tiny_imagenet,
 }
 
 
 def load_raw(name: str | DatasetName, part: str, root: str | os.PathLike[str] | None = None,
              download: bool = True) -> _Raw:
-    """Uint8 images, int64 labels and the full-intensity value of an official part
+    """Uint8 images, int64 labels, the full-intensity value and the class names of an official part
     (``"trainval"`` or ``"test"``); used by :func:`load_dataset`."""
     info = _catalog.dataset_info(name)
     key = _catalog._canonical(name)
@@ -212,7 +215,7 @@ def load_dataset(
         raise TypeError(f"split_seed must be an int, got {type(split_seed).__name__}")
 
     part = "test" if split_key == "test" else "trainval"
-    images_u8, labels, full = load_raw(info.name, part, root, download)
+    images_u8, labels, full, classes = load_raw(info.name, part, root, download)
     n = labels.shape[0]
     idx: np.ndarray | None = None
     if split_key in ("train", "val"):
@@ -236,7 +239,7 @@ def load_dataset(
     return ImageData(
         images=images.contiguous(),
         labels=torch.from_numpy(np.ascontiguousarray(lab, dtype=np.int64).copy()),
-        classes=info.classes,
+        classes=classes,
         name=info.name,
         split=split_key,
     )

@@ -41,6 +41,7 @@ class DatasetName(str, enum.Enum):
     MNIST = "mnist"
     CIFAR10 = "cifar10"
     SVHN = "svhn"
+    TINY_IMAGENET = "tiny-imagenet"
 
     def __str__(self) -> str:
         return self.value
@@ -81,9 +82,10 @@ class DatasetInfo:
         channels: image channels (1 or 3).
         size: image side in pixels (images are square).
         num_classes: number of classes; labels are ``0 .. num_classes - 1``.
-        classes: class names, index = label.
+        classes: class names, index = label; empty when the files name the classes and the loader reads
+            them (Tiny-ImageNet: ``wnids.txt`` and ``words.txt``; :attr:`ImageData.classes` has them).
         train_size: size of the official training set (split ``"trainval"``).
-        test_size: size of the official test set (split ``"test"``).
+        test_size: size of the official test set (split ``"test"``; Tiny-ImageNet: its labelled val set).
         default_val_size: size of split ``"val"`` when ``val_size`` is not given.
         files: every official file the loader may read (all versions, for CIFAR-10).
         description: one paragraph: source, format, split conventions.
