@@ -11,8 +11,8 @@ from dataclasses import asdict
 import pytest
 
 from maskdefense.cli import main
-from maskdefense.papers.sfm import (BLACK_BOX_COLUMNS, GRAY_BOX_COLUMNS, MAIN_PREPROCESS, SWEEP_EPOCHS, TABLES,
-                                    TIME_COST, WHITE_BOX)
+from maskdefense.papers.sfm import (ABLATION, BLACK_BOX_COLUMNS, CLASSIFIER, GRAY_BOX_COLUMNS, LOSS_WEIGHTS,
+                                    MAIN_PREPROCESS, PREPROCESS, SWEEP_EPOCHS, SWEEP_W1, TABLES, TIME_COST, WHITE_BOX)
 from maskdefense.training.presets import create_preset
 
 from conftest import SHARED_DATA
@@ -54,8 +54,8 @@ def test_tables_1_to_8_are_the_paper_s_numbers():
 
 
 def test_the_surrogate_is_the_classifier_preset_with_another_seed():
-    for ds in ("cifar10", "svhn"):
-        clf, sur = create_preset(f"resnet18-{ds}-cpu"), create_preset(f"resnet18-{ds}-surrogate-cpu")
+    for ds, net in CLASSIFIER.items():
+        clf, sur = create_preset(f"{net}-{ds}-cpu"), create_preset(f"{net}-{ds}-surrogate-cpu")
         a, b = asdict(clf), asdict(sur)
         assert {k for k in a if a[k] != b[k]} == {"name", "seed_offset", "description"} | (
             {"differs"} if a["differs"] != b["differs"] else set())
@@ -67,7 +67,7 @@ def test_cpu_presets_state_their_own_peak_learning_rate():
     from maskdefense.training.presets import PRESETS
 
     names = PRESETS.list("sfm-*-cpu")
-    assert len(names) == 8  # bits, median, nlm and the sweep, on CIFAR-10 and SVHN
+    assert len(names) == 12  # bits, median, nlm and the sweep, on CIFAR-10, SVHN and Tiny-ImageNet
     for name in names:
         p = create_preset(name)
         assert re.findall(r"peak lr ([0-9.]+)", "; ".join(p.differs)) == [f"{p.lr:g}"], name
@@ -91,8 +91,58 @@ def test_a_missing_dataset_is_the_data_loader_s_error(study, tmp_path, monkeypat
     assert main(["reproduce", study, "--dataset", "svhn", "--data-root", str(tmp_path / "none"), "--runs-dir",
                  str(runs), "--out", str(tmp_path / "out")]) == 2
     assert "test_32x32.mat" in capsys.readouterr().err and not runs.exists()  # nothing trained
-    assert main(["reproduce", study, "--dataset", "tiny-imagenet", "--out", str(tmp_path / "t")]) == 2
-    assert "runs on cifar10, svhn" in capsys.readouterr().err
+    assert main(["reproduce", study, "--dataset", "tiny-imagenet", "--data-root", str(tmp_path / "none"),
+                 "--runs-dir", str(runs), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "tiny-imagenet-200.zip" in err and "90528d7ca1a48142e341f4ef8d21d0de" in err and not runs.exists()
+    assert main(["reproduce", study, "--dataset", "mnist", "--out", str(tmp_path / "m")]) == 2
+    assert "runs on cifar10, svhn, tiny-imagenet, not 'mnist'" in capsys.readouterr().err
+
+
+def test_tiny_imagenet_is_the_paper_s_setting():
+    """Section 6.1: ResNet-50 on Tiny-ImageNet; Section 6.2: w1 = 0.1, w2 = 0.01, w3 = 100; the CPU presets say how
+    they differ."""
+    import torch
+
+    from maskdefense.models import create_model
+
+    full = create_preset(f"sfm-tiny-imagenet-{MAIN_PREPROCESS}-full")
+    assert (full.classifier, full.classifier_kwargs, full.weights, full.epochs) == (
+        "resnet50", {}, (0.1, 0.01, 100.0), 50)
+    assert full.masker_kwargs == {"width": 64, "depth": 4} and create_preset(full.init).model == "resnet50"
+    for t in PREPROCESS:
+        cpu = create_preset(f"sfm-tiny-imagenet-{t}-cpu")
+        init = create_preset(cpu.init)
+        assert (cpu.classifier, cpu.classifier_kwargs) == (init.model, init.model_kwargs) == (
+            "resnet50", {"width": 0.25})
+        assert cpu.weights == full.weights and cpu.epochs < full.epochs and cpu.preprocess == PREPROCESS[t]
+        assert any("ResNet-50 at width 1/4" in d for d in cpu.differs) and any("estimated" in d for d in cpu.differs)
+    net = create_model("resnet50", in_channels=3, input_size=64, num_classes=200, width=0.25).eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 64, 64)).shape == (2, 200)
+    assert net.layers[-1].conv3.out_channels == 512  # 4 x 128 planes of the last stage at width 1/4
+
+
+def test_the_sweep_and_the_ablation_hold_the_paper_s_weights():
+    for ds, (w1, w2, w3) in LOSS_WEIGHTS.items():
+        assert w1 in SWEEP_W1[ds] and create_preset(f"sfm-{ds}-{MAIN_PREPROCESS}-sweep-cpu").weights == (w1, w2, w3)
+    assert ABLATION["complete"] == (1.0, 1.0)  # factors of (w2, w3): the complete loss is the sweep's paper point
+
+
+def test_the_studies_find_their_tiny_imagenet_presets(tmp_path, monkeypatch):
+    from test_data import make_tiny_tree, tiny_stand_in
+
+    from maskdefense.experiments.sfm import VARIANTS, _Lab
+
+    make_tiny_tree(tmp_path)
+    tiny_stand_in(monkeypatch)
+    lab = _Lab("tiny-imagenet", False, tmp_path / "runs", 0, tmp_path, lambda m: None)
+    roles = ("classifier", "surrogate", "sweep", *(f"sfm-{t}" for t in VARIANTS))
+    names = {role: lab.preset(role).name for role in roles}
+    assert names == {"classifier": "resnet50-tiny-imagenet-cpu", "surrogate": "resnet50-tiny-imagenet-surrogate-cpu",
+                     "sweep": f"sfm-tiny-imagenet-{MAIN_PREPROCESS}-sweep-cpu",
+                     **{f"sfm-{t}": f"sfm-tiny-imagenet-{t}-cpu" for t in VARIANTS}}
+    assert lab.preset("sweep", (0.4, 0.01, 100.0)).weights == (0.4, 0.01, 100.0)
 
 
 @pytest.mark.parametrize("folder, tables", [("sfm-w1-digits", "sfm-tables-digits"),

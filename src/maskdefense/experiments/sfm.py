@@ -1,5 +1,7 @@
 """SFM-Defense (Yu, Wang et al. 2022) experiments: Tables 1, 2, 7, 8 and Figures 3-5 of the paper on CIFAR-10
-(SVHN with ``--dataset svhn`` where its data exists), beside the paper's numbers (:mod:`maskdefense.papers.sfm`).
+(SVHN and Tiny-ImageNet with ``--dataset svhn`` / ``--dataset tiny-imagenet`` where their data exists: Tables 3-6
+and Table 7's other rows; the classifier is the dataset's of :data:`~maskdefense.papers.sfm.CLASSIFIER`, its CPU
+presets those of :mod:`maskdefense.papers.sfm`), beside the paper's numbers.
 
 Studies (``maskdefense reproduce <name> --dataset cifar10``; each trains what it needs into ``runs/`` and resumes
 from its harness records; results in ``results/<name>-<dataset>/``):
@@ -73,7 +75,7 @@ from ..eval.harness import Report
 from ..eval.reuse import reevaluate
 from ..models.masker import apply_masker
 from ..ops.squeeze import TVM
-from ..papers.sfm import (ABLATION, DEFENSE_SPECS, FIG3_CLAIMS, FIG4_CLAIMS, FIG5_CLAIMS, LOSS_WEIGHTS,
+from ..papers.sfm import (ABLATION, CLASSIFIER, DEFENSE_SPECS, FIG3_CLAIMS, FIG4_CLAIMS, FIG5_CLAIMS, LOSS_WEIGHTS,
                           MAIN_PREPROCESS, NOT_RUN, PREPROCESS, SWEEP_W1, TABLES, TIME_COST, WHITE_BOX)
 from ..provenance import run_metadata
 from ..results import markdown_table, save_figure, write_results
@@ -140,7 +142,8 @@ class _Lab:
             t = MAIN if role == "sweep" else role.removeprefix("sfm-")
             return create_preset("sfm-digits", preprocess=PREPROCESS[t], epochs=2, init=None,
                                  **({"weights": weights} if weights else {}))
-        names = {"classifier": f"resnet18-{self.ds}-cpu", "surrogate": f"resnet18-{self.ds}-surrogate-cpu",
+        net = CLASSIFIER[self.ds]
+        names = {"classifier": f"{net}-{self.ds}-cpu", "surrogate": f"{net}-{self.ds}-surrogate-cpu",
                  "sweep": f"sfm-{self.ds}-{MAIN}-sweep-cpu"}
         return create_preset(names.get(role, f"sfm-{self.ds}-{role.removeprefix('sfm-')}-cpu"),
                              **({"weights": weights} if weights else {}))
@@ -661,9 +664,9 @@ def w1_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, 
              runs_dir: str | Path = "runs", data_root: Any = None, limit: int | None = None,
              log: Log = print) -> dict[str, Any]:
     """Figure 3: clean, black-box and gray-box PGD-8 accuracy of SFM-Defense (main preprocessing) for each w1 of
-    :data:`~maskdefense.papers.sfm.SWEEP_W1` (w2 = w3 = 1), one short training per point. The black-box numbers
-    reuse the stored examples of ``sfm-tables`` in the sibling folder named as ``out`` is (``sfm-w1-<suffix>`` ->
-    ``sfm-tables-<suffix>``: ``reproduce`` names a quick run's folder ``<study>-quick``; another name:
+    :data:`~maskdefense.papers.sfm.SWEEP_W1` (the dataset's w2, w3), one short training per point. The black-box
+    numbers reuse the stored examples of ``sfm-tables`` in the sibling folder named as ``out`` is (``sfm-w1-<suffix>``
+    -> ``sfm-tables-<suffix>``: ``reproduce`` names a quick run's folder ``<study>-quick``; another name:
     ``sfm-tables-<dataset>``); run it first."""
     t_start, meta, out = time.perf_counter(), run_metadata(seed), Path(out)
     lab = _Lab(dataset, quick, runs_dir, seed, data_root, log)
@@ -678,8 +681,9 @@ def w1_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, 
     pgd = [s for s in lab.specs("suite:sfm-graybox") if s.display == "PGD-8"]
     common = lab.common(meta)
     w1_paper, w2, w3 = LOSS_WEIGHTS.get(dataset, LOSS_WEIGHTS["cifar10"])
+    sweep = SWEEP_W1.get(dataset, SWEEP_W1["cifar10"])
     rows, reports, budget_rows, bflags = [], {}, [], []
-    for w1 in SWEEP_W1:
+    for w1 in sweep:
         d, ck = _sweep_point(lab, (w1, w2, w3))
         tag = f"w1-{w1:g}"
         log(f"[sfm-w1] {tag}: black box on the stored examples, gray-box PGD-8 on {n_gray} images")
@@ -698,7 +702,7 @@ def w1_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, 
                      **{f"black_{r['label']}": r["robust_acc"] for r in bb.rows},
                      "mask_mean": ck.get("test_mask_mean"), "kept": ck.get("test_kept"),
                      "test_accuracy": ck.get("test_accuracy")})
-    meta.update(study=f"sfm-w1-{lab.ds}", source=str(source), w1=list(SWEEP_W1), w1_paper=w1_paper, w2=w2, w3=w3,
+    meta.update(study=f"sfm-w1-{lab.ds}", source=str(source), w1=list(sweep), w1_paper=w1_paper, w2=w2, w3=w3,
                 epochs=lab.preset("sweep").epochs, main_epochs=lab.preset(f"sfm-{MAIN}").epochs,
                 budget_check=budget_rows, flags=_flags(reports) + bflags, paper_claims=list(FIG3_CLAIMS),
                 eval_wall_time_s_total=harness_wall_time(p.parent for p in out.glob("**/run.json")))
@@ -764,22 +768,24 @@ def _mask_stats(masker: nn.Module, x: torch.Tensor, bs: int = 500) -> dict[str, 
 def ablation_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, seed: int = 0,
                    runs_dir: str | Path = "runs", data_root: Any = None, log: Log = print) -> dict[str, Any]:
     """Figure 5: the loss without its semantic term (w2 = 0) or its reconstruction term (w3 = 0) against the
-    complete loss, same short training as the w1 sweep: do the masks collapse to all 0s (Section 4.3)? Clean
-    accuracy of the defense, mean mask, kept L1 mass, share of almost-all-0 masked images, and samples."""
+    complete loss (the dataset's weights), same short training as the w1 sweep: do the masks collapse to all 0s
+    (Section 4.3)? Clean accuracy of the defense, mean mask, kept L1 mass, share of almost-all-0 masked images, and
+    samples."""
     t_start, meta, out = time.perf_counter(), run_metadata(seed), Path(out)
     lab = _Lab(dataset, quick, runs_dir, seed, data_root, log)
-    w1 = LOSS_WEIGHTS.get(dataset, LOSS_WEIGHTS["cifar10"])[0]
+    w1, w2, w3 = LOSS_WEIGHTS.get(dataset, LOSS_WEIGHTS["cifar10"])
     data = lab.test(lab.size("stats"))
     x, y = data.tensors()
     rows, shown = [], {}
     n_classes = len(data.classes)
-    for setting, (w2, w3) in ABLATION.items():
+    for setting, (k2, k3) in ABLATION.items():
         log(f"[sfm-ablation] {setting}")
-        d, ck = _sweep_point(lab, (w1, w2, w3))
+        weights = (w1, w2 * k2, w3 * k3)
+        d, ck = _sweep_point(lab, weights)
         with torch.no_grad():
             pred = torch.cat([d.predict(x[i : i + 500], generator=torch.Generator().manual_seed(seed))
                               for i in range(0, len(x), 500)])
-        rows.append({"setting": setting, "weights": [w1, w2, w3], "clean": float((pred == y).float().mean()),
+        rows.append({"setting": setting, "weights": list(weights), "clean": float((pred == y).float().mean()),
                      "chance": 1 / n_classes, **_mask_stats(d.masker, x), "run": Path(ck["path"]).parent.name})
         shown[setting] = d
     meta.update(study=f"sfm-ablation-{lab.ds}", n_images=len(y), near_zero_threshold=NEAR_ZERO,
@@ -793,8 +799,9 @@ def ablation_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = F
                             "near_zero": _acc})
     intro = (
         f"Figure 5 of the paper ({lab.ds}): SFM-Defense ({MAIN}) trained with the complete loss, without its semantic "
-        f"loss (w2 = 0) and without its reconstruction loss (w3 = 0), w1 = {w1:g}, each for {meta['epochs']} epoch of "
-        "Algorithm 1 (the w1 sweep's training; 'complete' is its w1 point). Measured on the first "
+        f"loss (w2 = 0) and without its reconstruction loss (w3 = 0), (w1, w2, w3) = ({w1:g}, {w2:g}, {w3:g}) "
+        f"otherwise, each for {meta['epochs']} epoch of Algorithm 1 (the w1 sweep's training; 'complete' is its w1 "
+        "point). Measured on the first "
         f"{len(y)} test images. The paper's claims:\n\n" + "\n".join(f"- {c}" for c in meta["paper_claims"]))
     sections = ["## Ours", table, "Rows of the figure: each setting's masked images (x * m) and masks, then the "
                 "preprocessed image the classifier sees.", "![Figure 5](fig5.png)",
@@ -860,4 +867,4 @@ def samples_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
 
 STUDIES = {"sfm-models": models_study, "sfm-tables": tables_study, "sfm-whitebox": whitebox_study,
            "sfm-cost": cost_study, "sfm-w1": w1_study, "sfm-ablation": ablation_study, "sfm-samples": samples_study}
-DATASETS = {name: ("cifar10", "svhn") for name in STUDIES}
+DATASETS = {name: ("cifar10", "svhn", "tiny-imagenet") for name in STUDIES}

@@ -7,14 +7,18 @@ pre-trained for "several epochs" before Algorithm 1 (Section 5.1); Algorithm 1 t
 alternation with SGD (no learning rate, batch size or schedule given); the preprocessing is one of feature
 squeezing's (Xu et al. [19]: bit-depth reduction, local median filter, non-local means; no parameters given);
 loss weights (Section 6.2) ``w1 = 2.5e-3, w2 = w3 = 1`` on CIFAR-10 and SVHN, ``w1 = 0.1, w2 = 0.01, w3 = 100``
-on Tiny-ImageNet; 50 epochs (Table 8: "Training Cost (50 epochs)", 231.7 minutes against 78.9 for the
-undefended model).
+on Tiny-ImageNet; 50 epochs (Table 8, CIFAR-10: "Training Cost (50 epochs)", 231.7 minutes against 78.9 for
+the undefended model; no epochs are given for SVHN and Tiny-ImageNet: their full presets take 50 too).
 
 Tables 1-8 are kept as data (:data:`TABLES`, :data:`WHITE_BOX`, :data:`TIME_COST`), Figures 3-5 as their
 claims (the text carries no values of them).
 
-Not here: a Tiny-ImageNet preset (the dataset is not in the catalogue; its loss weights are kept in
-:data:`LOSS_WEIGHTS`, its table rows in :data:`TABLES`).
+Presets per dataset (:data:`CLASSIFIER` names the classifier; preset names follow it): ``<classifier>-<data>-cpu``
+(the pre-trained target model and the undefended model; for CIFAR-10 in :mod:`maskdefense.training.presets`) and
+``<classifier>-<data>-surrogate-cpu`` (its seed + 1 twin, the black-box source model), ``sfm-<data>-<t>-cpu`` and
+``sfm-<data>-<t>-full`` for each preprocessing ``t`` of :data:`PREPROCESS`, ``sfm-<data>-median-sweep-cpu``; the
+full presets start from ``<classifier>-<data>-full``. Tiny-ImageNet (not on the development machine: its CPU
+presets' times are estimated from FLOPs, not measured) has the paper's ResNet-50, at width 1/4 on the CPU.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ add_suite(Suite(
 
 #: Loss weights ``(w1, w2, w3)`` of Equation 2 per dataset (Section 6.2).
 LOSS_WEIGHTS = {"cifar10": (2.5e-3, 1.0, 1.0), "svhn": (2.5e-3, 1.0, 1.0), "tiny-imagenet": (0.1, 0.01, 100.0)}
+#: The classifier per dataset (Section 6.1: "ResNet18" on CIFAR-10 and SVHN, "Resnet50" on Tiny-ImageNet); the
+#: presets are named after it.
+CLASSIFIER = {"cifar10": "resnet18", "svhn": "resnet18", "tiny-imagenet": "resnet50"}
+_ARCH = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
 #: The preprocessing ``T`` per preset suffix: feature squeezing's CIFAR-10 squeezers (Xu et al., NDSS 2018, and
 #: their code's joint CIFAR-10 configuration: 5-bit depth, 2x2 median filter, non-local means "13-3-2": search
 #: window 13, patch 3, strength 2), for want of parameters in the paper. ``{"name": ..., **options}`` for
@@ -77,48 +85,86 @@ _FULL_OPT = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "schedule": "cosin
              "batch_size": 128, "crop_padding": 4}
 _FULL_DIFFERS = (*_UNSTATED, "SGD (as Algorithm 1) with momentum 0.9, lr 0.01 cosine, weight decay 5e-4, batch "
                  "128, crop augmentation: not stated in the paper")
+# Tiny-ImageNet: the registry's ResNet-50 keeps the CIFAR variant's 3x3 stride-1 stem without max pooling, so a 64x64
+# image ends in 8x8 feature maps (ImageNet's 7x7 stem and pooling would leave 2x2); crops padded by 8 (1/8 of the
+# side, as 4 of CIFAR-10's 32).
+_TINY_DIFFERS = ("ResNet-50 with the 3x3 stride-1 stem and no max pooling (8x8 final feature maps at 64x64): the "
+                 "paper does not say how its ResNet-50 takes 64x64 images", "crops padded by 8 (1/8 of the side)")
+#: What the full presets change of ``_FULL_OPT`` per dataset (no flips of digits).
+_FULL_RECIPE = {"cifar10": {"hflip": True}, "svhn": {"hflip": False},
+                "tiny-imagenet": {"hflip": True, "crop_padding": 8}}
 # A ResNet-18 on SVHN to pre-train the SVHN target model (Section 5.1: "several epochs"; no flips: digits).
-add_preset(Preset("resnet18-svhn-full", "svhn", "resnet18", epochs=20, n_eval=10000,
-                  **{**_FULL_OPT, "lr": 0.1, "label_smoothing": 0.1, "weight_decay_norm": False},
+_PRETRAIN_OPT = {**_FULL_OPT, "lr": 0.1, "label_smoothing": 0.1, "weight_decay_norm": False}
+add_preset(Preset("resnet18-svhn-full", "svhn", "resnet18", epochs=20, n_eval=10000, **_PRETRAIN_OPT,
                   description="ResNet-18 (CIFAR variant, full width) on SVHN for GPU users, 20 epochs: the "
                               "pre-trained target model of the SVHN masker presets"))
+# The Tiny-ImageNet target model: a whole training from scratch (the paper: "several epochs" of pre-training).
+add_preset(Preset("resnet50-tiny-imagenet-full", "tiny-imagenet", "resnet50", epochs=90, n_eval=10000,
+                  **{**_PRETRAIN_OPT, **_FULL_RECIPE["tiny-imagenet"]},
+                  differs=(_TINY_DIFFERS[0], "90 epochs of SGD (momentum 0.9, lr 0.1 cosine, weight decay 5e-4 off "
+                           "batch norm, batch 128), label smoothing 0.1, crop + flip: the paper states no pre-training "
+                           "recipe", _TINY_DIFFERS[1]),
+                  description="ResNet-50 (3x3 stem, full width) on Tiny-ImageNet for GPU users, 90 epochs: the "
+                              "pre-trained target model of the Tiny-ImageNet masker presets"))
 # The CPU presets: 8 epochs of Algorithm 1 with the bit-depth or median preprocessing, 4 with non-local means,
 # each sized to <= ~60 minutes on 2 CPU cores: one step of 128 images at 32x32 (bfloat16, channels-last) timed
 # at 0.66 s for the classifier phase and 0.97 s for the masker phase on one contended core; with the 0.44 s of
 # the recipe's uncontended 2-core classifier step (results/bench) and that 1.47 ratio, ~1.1 s per batch of both
 # phases, 352 batches of 45000 training images: ~6.5 minutes per epoch; OpenCV's non-local means costs ~0.65 s
 # per 128 images and phase, doubling the epoch.
-_TITLE = {"cifar10": "CIFAR-10", "svhn": "SVHN"}
+_TITLE = {"cifar10": "CIFAR-10", "svhn": "SVHN", "tiny-imagenet": "Tiny-ImageNet"}
+#: The classifier of the CPU presets per dataset: (model, its options, short name, how it differs from the paper's).
+_CPU_NET = {"cifar10": ("resnet18_half", {}, "ResNet-18/2", "ResNet-18 at width 1/2"),
+            "svhn": ("resnet18_half", {}, "ResNet-18/2", "ResNet-18 at width 1/2"),
+            "tiny-imagenet": ("resnet50", {"width": 0.25}, "ResNet-50/4", "ResNet-50 at width 1/4")}
 
 
-def _sfm_cpu(data: str, t: str, epochs: int, init_epochs: int, **recipe: Any) -> SFMPreset:
-    """The CPU preset ``sfm-<data>-<t>-cpu``: ResNet-18/2 pre-trained by preset ``resnet18-<data>-cpu``
-    (``init_epochs``), the masker of width 16, ``epochs`` of Algorithm 1 with the CPU recipe (changed by
-    ``recipe``) at peak lr 0.05."""
+def _sfm_cpu(data: str, t: str, epochs: int, init_epochs: int, sized: str = "<= ~60 minutes",
+             extra: tuple[str, ...] = (), **recipe: Any) -> SFMPreset:
+    """The CPU preset ``sfm-<data>-<t>-cpu``: the dataset's CPU classifier (:data:`_CPU_NET`) pre-trained by preset
+    ``<classifier>-<data>-cpu`` (``init_epochs``), the masker of width 16, ``epochs`` of Algorithm 1 (to train in
+    ``sized`` on 2 cores) with the CPU recipe (changed by ``recipe``) at peak lr 0.05; ``extra``: more differences."""
+    model, kwargs, short, what = _CPU_NET[data]
+    init = f"{CLASSIFIER[data]}-{data}-cpu"
     no_flip = ("no horizontal flips (digits)",) if recipe.get("hflip") is False else ()
     return add_preset(SFMPreset(
-        f"sfm-{data}-{t}-cpu", data, "resnet18_half", LOSS_WEIGHTS[data], init=f"resnet18-{data}-cpu",
+        f"sfm-{data}-{t}-cpu", data, model, LOSS_WEIGHTS[data], classifier_kwargs=kwargs, init=init,
         masker_kwargs=MASKER_CPU, preprocess=PREPROCESS[t], epochs=epochs, n_eval=500,
         **{**CPU_RECIPE, **recipe, "lr": 0.05},
-        differs=(f"ResNet-18 at width 1/2, pre-trained by preset resnet18-{data}-cpu ({init_epochs} epochs)",
+        differs=(f"{what}, pre-trained by preset {init} ({init_epochs} epochs)",
                  "Attention U-Net masker at width 16 (levels 16-32-64-128)",
-                 f"{epochs} epochs of Algorithm 1 (paper: {EPOCHS}), sized to train in <= ~60 minutes on 2 CPU cores",
+                 f"{epochs} epoch{'s' * (epochs > 1)} of Algorithm 1 (paper: {EPOCHS}), sized to train in {sized} on "
+                 "2 CPU cores",
                  *(d.replace("peak lr 0.1", "peak lr 0.05, both networks") for d in CPU_RECIPE_DIFFERS), *no_flip,
-                 _UNSTATED[0]),
-        description=f"SFM-Defense on {_TITLE[data]} sized for a 2-core CPU: masker and ResNet-18/2 trained by "
+                 *extra, _UNSTATED[0]),
+        description=f"SFM-Defense on {_TITLE[data]} sized for a 2-core CPU: masker and {short} trained by "
                     f"Algorithm 1 with preprocessing {t}"))
+
+
+def _classifier_cpu(data: str, epochs: int, differs: tuple[str, ...], **recipe: Any) -> None:
+    """The CPU classifier ``<classifier>-<data>-cpu`` (the masker presets' pre-trained target model and the
+    undefended model) and its black-box transfer surrogate ``<classifier>-<data>-surrogate-cpu`` (seed + 1)."""
+    model, kwargs, short, _ = _CPU_NET[data]
+    for suffix, offset, what in (("cpu", 0, f"the target model pre-trained for the {_TITLE[data]} masker presets "
+                                            "and the undefended model"),
+                                 ("surrogate-cpu", 1, "the black-box transfer surrogate (seed + 1)")):
+        add_preset(Preset(f"{CLASSIFIER[data]}-{data}-{suffix}", data, model, model_kwargs=kwargs, epochs=epochs,
+                          n_eval=1000, seed_offset=offset, **{**CPU_RECIPE, **recipe}, differs=differs,
+                          description=f"{short} on {_TITLE[data]} with the CPU recipe: {what}"))
 
 
 #: (dataset, preprocessing) -> the CPU preset.
 _CPU = {("cifar10", t): _sfm_cpu("cifar10", t, e, 14) for t, e in {"bits": 8, "median": 8, "nlm": 4}.items()}
 for _t, _spec in PREPROCESS.items():
-    for _data, _init in (("cifar10", "resnet18-cifar10-full"), ("svhn", "resnet18-svhn-full")):
+    for _data, _recipe in _FULL_RECIPE.items():
+        _init = f"{CLASSIFIER[_data]}-{_data}-full"
         add_preset(SFMPreset(
-            f"sfm-{_data}-{_t}-full", _data, "resnet18", LOSS_WEIGHTS[_data], init=_init, masker_kwargs=MASKER_FULL,
-            preprocess=_spec, epochs=EPOCHS, n_eval=10000, **{**_FULL_OPT, "hflip": _data == "cifar10"},
-            differs=(*_FULL_DIFFERS, f"the target model pre-trained by preset {_init}"),
-            description=f"SFM-Defense on {_data} as in the paper (ResNet-18, Attention U-Net, {EPOCHS} epochs of "
-                        f"Algorithm 1), preprocessing {_t}, for GPU users"))
+            f"sfm-{_data}-{_t}-full", _data, CLASSIFIER[_data], LOSS_WEIGHTS[_data], init=_init,
+            masker_kwargs=MASKER_FULL, preprocess=_spec, epochs=EPOCHS, n_eval=10000, **{**_FULL_OPT, **_recipe},
+            differs=(*_FULL_DIFFERS, f"the target model pre-trained by preset {_init}",
+                     *(_TINY_DIFFERS if _data == "tiny-imagenet" else ())),
+            description=f"SFM-Defense on {_data} as in the paper ({_ARCH[CLASSIFIER[_data]]}, Attention U-Net, "
+                        f"{EPOCHS} epochs of Algorithm 1), preprocessing {_t}, for GPU users"))
 # The embedded 8x8 digits (demo and tests): the masker alone (no preprocessing), a 3-level masker of width 8.
 add_preset(SFMPreset("sfm-digits", "digits", "digits_cnn", LOSS_WEIGHTS["cifar10"], init="plain-digits",
                      masker_kwargs={"width": 8, "depth": 3}, epochs=10, batch_size=64, optimizer="adam", lr=1e-3,
@@ -140,20 +186,25 @@ add_preset(replace(
                 "with the seed + 1 (another initialization and data order)"))
 # SVHN on the CPU (the data is not on the development machine; the presets mirror CIFAR-10's, sized for the
 # ~1.5x larger training split: a classifier epoch ~3.7 minutes, an epoch of Algorithm 1 ~10 minutes).
-_SVHN_CPU = {**CPU_RECIPE, "hflip": False}
-_SVHN_DIFFERS = ("ResNet-18 at width 1/2", "8 epochs, sized to train in ~30 minutes on 2 CPU cores",
-                 *CPU_RECIPE_DIFFERS, "no horizontal flips (digits)")
-for _name, _offset, _what in (("resnet18-svhn-cpu", 0, "the target model pre-trained for the SVHN masker presets "
-                               "and the undefended model"),
-                              ("resnet18-svhn-surrogate-cpu", 1, "the black-box transfer surrogate (seed + 1)")):
-    add_preset(Preset(_name, "svhn", "resnet18_half", epochs=8, n_eval=1000, seed_offset=_offset, **_SVHN_CPU,
-                      differs=_SVHN_DIFFERS, description=f"ResNet-18/2 on SVHN with the CPU recipe: {_what}"))
+_classifier_cpu("svhn", 8, ("ResNet-18 at width 1/2", "8 epochs, sized to train in ~30 minutes on 2 CPU cores",
+                            *CPU_RECIPE_DIFFERS, "no horizontal flips (digits)"), hflip=False)
 _CPU.update({("svhn", t): _sfm_cpu("svhn", t, e, 8, hflip=False)
              for t, e in {"bits": 5, "median": 5, "nlm": 3}.items()})
+# Tiny-ImageNet on the CPU (the data is not on the development machine: times estimated, not measured). Per 64x64
+# image, ResNet-50/4 (3x3 stem) costs 0.33 GMAC, 2.3x the CIFAR-10 ResNet-18/2 (0.14), and the width-16 masker 4x
+# its CIFAR-10 cost (4x the pixels), on 90,000 training images (2x CIFAR-10's 45,000): a classifier epoch ~15
+# minutes, an epoch of Algorithm 1 ~50 (non-local means, 4x the pixels, ~+40).
+_ESTIMATED = "times estimated from FLOPs, not measured (the data is not on the development machine)"
+_classifier_cpu("tiny-imagenet", 6, ("ResNet-50 at width 1/4 (bottleneck widths 16-32-64-128)", _TINY_DIFFERS[0],
+                                     "6 epochs, sized to train in ~1.5 hours on 2 CPU cores", _ESTIMATED,
+                                     *CPU_RECIPE_DIFFERS, _TINY_DIFFERS[1]), crop_padding=8)
+_CPU.update({("tiny-imagenet", t): _sfm_cpu("tiny-imagenet", t, e, 6, sized="~1.5-2 hours",
+                                            extra=(*_TINY_DIFFERS, _ESTIMATED), crop_padding=8)
+             for t, e in {"bits": 2, "median": 2, "nlm": 1}.items()})
 #: One epoch of Algorithm 1 per point of the w1 sweep (Figure 3) and the loss ablation (Figure 5): the main CPU
 #: preset shortened (~6.5 minutes on CIFAR-10), its loss weights set per point.
 SWEEP_EPOCHS = 1
-for _data in ("cifar10", "svhn"):
+for _data in _TITLE:
     _p = _CPU[_data, MAIN_PREPROCESS]
     add_preset(replace(_p, name=f"sfm-{_data}-{MAIN_PREPROCESS}-sweep-cpu", epochs=SWEEP_EPOCHS,
                        differs=tuple(f"{SWEEP_EPOCHS} epoch of Algorithm 1 per point (paper: {EPOCHS})"
@@ -273,7 +324,9 @@ FIG5_CLAIMS = (
     "semantic information and the rest are almost all 0s (Section 4.3's collapse)",
     "the clean and adversarial accuracy are then 'basically the same as those of random guess'",
 )
-#: The values of w1 of our Figure 3 sweep (a few around the reported 2.5e-3) and the ablation's weights.
-SWEEP_W1 = (1e-3, 2.5e-3, 1e-2, 4e-2)
+#: The values of w1 of our Figure 3 sweep per dataset: 0.4, 1, 4 and 16 times the reported w1 (Section 6.2).
+SWEEP_W1 = {"cifar10": (1e-3, 2.5e-3, 1e-2, 4e-2), "svhn": (1e-3, 2.5e-3, 1e-2, 4e-2),
+            "tiny-imagenet": (0.04, 0.1, 0.4, 1.6)}
+#: The loss ablation (Figure 5): factors of the dataset's ``(w2, w3)`` (1 keeps a term at its weight, 0 drops it).
 ABLATION = {"complete": (1.0, 1.0), "no semantic loss (w2 = 0)": (0.0, 1.0),
             "no reconstruction loss (w3 = 0)": (1.0, 0.0)}
