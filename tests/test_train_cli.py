@@ -85,3 +85,21 @@ def test_fewer_epochs_into_a_longer_run_is_refused_and_info_checks_the_weights(t
     ckpt.write_bytes(bytes(data))
     code, err = _run(["info", "--checkpoint", str(ckpt)], capsys)
     assert code == 2 and "corrupted" in _one_error_line(err)
+
+
+def test_train_on_a_tiny_imagenet_stand_in(tmp_path, monkeypatch, capsys):
+    """The dataset's default model takes 64x64 RGB images and as many classes as wnids.txt lists."""
+    import json
+
+    from test_data import make_tiny_tree, no_network, tiny_stand_in
+
+    no_network(monkeypatch)
+    make_tiny_tree(tmp_path / "data")
+    tiny_stand_in(monkeypatch)
+    out = tmp_path / "run"
+    code, err = _run(["train", "--dataset", "tiny-imagenet", "--data-root", str(tmp_path / "data"), "--out", str(out),
+                      "--epochs", "1", "--batch-size", "4", "--no-progress"], capsys)
+    assert code == 0, err
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["arch"] == "resnet18_narrow" and meta["arch_kwargs"]["input_size"] == 64
+    assert meta["arch_kwargs"]["num_classes"] == 3

@@ -227,7 +227,8 @@ add_preset(Preset("resnet18-cifar10-full", "cifar10", "resnet18", epochs=200, n_
                   description="ResNet-18 (CIFAR variant, full width) on CIFAR-10 for GPU users: the recipe's SGD, "
                               "label smoothing, weight decay and crop+flip in fp32, 200 epochs with a cosine schedule"))
 
-DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet5", "cifar10": "vgg16_narrow", "svhn": "resnet18_narrow"}
+DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet5", "cifar10": "vgg16_narrow", "svhn": "resnet18_narrow",
+                 "tiny-imagenet": "resnet18_narrow"}
 
 
 def create_preset(name: str, **overrides: Any) -> Preset:
