@@ -134,3 +134,35 @@ def test_evaluate_command_budget_check(tmp_path, capsys):
     assert sorted((r["label"], r["samples_per_gradient"][1]) for r in rows) == [
         ("fgsm-linf:eps=0.1", 4), ("pgd-l2:eps=0.5,steps=2", 4)]
     assert (out / "budget-x2" / "run.json").exists() and (out / "budget-x2-eot" / "run.json").exists()
+
+
+def test_worst_per_norm_by_hand():
+    from maskdefense.eval.budget import worst_per_norm
+
+    def row(attack, norm, eps, acc, threat="adaptive", sanity=False):
+        return {"attack": attack, "norm": norm, "eps": eps, "defense_acc": acc, "threat": threat, "sanity": sanity}
+
+    rows = [row("pgd-linf", "linf", 0.3, 0.02), row("apgd", "linf", 0.3, 0.01), row("square", "linf", 0.3, 0.5),
+            row("pgd-l2", "l2", 2.0, 0.10), row("cw", "l2", 2.0, 0.10),  # a tie: the first
+            row("pgd-linf-big", "linf", 0.5, 0.0, sanity=True), row("fgsm", "linf", 0.3, 0.0, threat="gray-box"),
+            row("none", "l2", 1.0, None)]
+    assert worst_per_norm(rows) == {"apgd", "pgd-l2"}
+    assert worst_per_norm(rows, "gray-box") == {"fgsm"}
+
+
+def test_budget_check_rechecks_only_the_chosen_attacks_adaptively(linear, tmp_path):
+    model, x, y = linear
+    defense = MADClassifier(model, 2, 0.5, n=3, n_grad=2)
+    data = (x[:40], y[:40])
+    specs = ["fgsm-linf:eps=0.2", "pgd-linf:eps=0.2,steps=3", "pgd-l2:eps=1.0,steps=3"]
+    base = evaluate(defense, data, ";".join(specs), "gray-box,adaptive", out_dir=tmp_path / "base", progress=False,
+                    sanity=None)
+    keys = [parse_attack_spec(s).key for s in specs]
+    rows, _ = budget_check(defense, data, base, specs, out_dir=tmp_path, progress=False,
+                           adaptive_keys={keys[0], keys[1]})
+    seen = {(r["attack"], r["threat"]) for r in rows}
+    # every attack with a budget under the oblivious threat; adaptively only the chosen (FGSM: its EOT samples)
+    assert seen == {(keys[1], "gray-box"), (keys[2], "gray-box"), (keys[0], "adaptive"), (keys[1], "adaptive")}
+    by = {(r["attack"], r["threat"]): r for r in rows}
+    assert by[(keys[1], "adaptive")]["samples_per_gradient"] == [2, 4]
+    assert (tmp_path / "budget-x2-adaptive" / "run.json").exists() and not (tmp_path / "budget-x2-eot").exists()

@@ -322,6 +322,11 @@ def test_adaptive_quick_runs_every_defense_under_both_threats(tmp_path, quick_ru
     attacks = {r["attack"].split(":")[0] for r in data["rows"] if r["defense"] == "remix"}
     assert attacks == {"pgd-linf", "pgd-l2", "cw-l2", "apgd-ce", "square"}
     assert {b["defense"] for b in data["meta"]["budget_check"]} == {"magnet", "remix", "remix+reformer", "remix-detector"}
+    for name in ("remix", "remix+reformer", "remix-detector"):  # randomized: adaptively the worst of each norm only
+        again = {b["attack"] for b in data["meta"]["budget_check"] if b["defense"] == name and b["threat"] == "adaptive"}
+        worst = {r["attack"] for r in json.loads((out / name / "summary.json").read_text())["rows"]
+                 if r["threat"] == "adaptive" and not r["sanity"]}
+        assert 1 <= len(again) <= 2 and again <= worst
     assert "How much robustness survives" in (out / "README.md").read_text()
 
 

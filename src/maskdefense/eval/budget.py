@@ -12,6 +12,11 @@ standard error ``sqrt(p (1 - p) / n)`` (at least one image, ``1 / n``); otherwis
 
 Attacks without budget parameters (FGSM) are rerun only where something else doubles: under the adaptive
 threat against a randomized defense (the EOT samples).
+
+Against a randomized defense the adaptive recheck doubles steps *and* EOT samples, four times the attack's
+cost; a study may recheck adaptively only the attacks that set each norm's worst case
+(:func:`worst_per_norm`: the numbers it reports as the defense's robustness), the others under the other
+threats only, and say so.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from .checks import Flag
 from .harness import Report, evaluate
 from .threat import ThreatModel, parse_threats
 
-__all__ = ["strongest_per_attack", "compare_budgets", "check_budget", "budget_check", "BUDGET_FACTOR"]
+__all__ = ["strongest_per_attack", "worst_per_norm", "compare_budgets", "check_budget", "budget_check",
+           "BUDGET_FACTOR"]
 
 #: How much more budget the check spends (the brief of this field: doubling).
 BUDGET_FACTOR = 2
@@ -39,6 +45,20 @@ def strongest_per_attack(specs: Iterable[AttackSpec]) -> list[AttackSpec]:
         if s.name not in best or s.eps > best[s.name].eps:
             best[s.name] = s
     return list(best.values())
+
+
+def worst_per_norm(rows: Iterable[Mapping[str, Any]], threat: str = "adaptive",
+                   metric: str = "defense_acc") -> set[str]:
+    """The attack keys that set each norm's worst case under ``threat``: per norm (and epsilon), the row with
+    the lowest ``metric`` (the first on ties), sanity attacks left out."""
+    worst: dict[tuple[Any, Any], Mapping[str, Any]] = {}
+    for r in rows:
+        if r["threat"] != threat or r.get("sanity") or r.get(metric) is None:
+            continue
+        k = (r["norm"], r["eps"])
+        if k not in worst or r[metric] < worst[k][metric]:
+            worst[k] = r
+    return {r["attack"] for r in worst.values()}
 
 
 def _noise(p: float, n: int) -> float:
@@ -95,6 +115,7 @@ def check_budget(comparisons: Iterable[Mapping[str, Any]]) -> list[Flag]:
 def budget_check(defense: Any, data: Any, base: Report, specs: Iterable[str | AttackSpec], *,
                  out_dir: str | Path, factor: int = BUDGET_FACTOR,
                  attack_overrides: str | Mapping[str, Mapping[str, Any]] | None = None,
+                 adaptive_keys: Iterable[str] | None = None,
                  **common: Any) -> tuple[list[dict[str, Any]], list[Flag]]:
     """Rerun ``specs`` (some of the ``base`` run's attacks, e.g. :func:`strongest_per_attack`; with the
     base run's ``attack_overrides``) with ``factor`` times the budget on the same ``data``, under the base
@@ -104,6 +125,9 @@ def budget_check(defense: Any, data: Any, base: Report, specs: Iterable[str | At
     (surrogate, seed, batch_size, metadata). Writes ``out_dir/budget-x<factor>`` (attacks with budget
     parameters, every threat) and, against a randomized defense attacked adaptively,
     ``out_dir/budget-x<factor>-eot`` (the others, adaptive threat only); both resume.
+    ``adaptive_keys`` (base spec keys, e.g. :func:`worst_per_norm`): only these attacks are rechecked under
+    the adaptive threat (``out_dir/budget-x<factor>-adaptive``), the others under the other threats
+    (``out_dir/budget-x<factor>``).
     Returns the comparisons and the flags (the reruns' own and ``BUDGET_NOT_ENOUGH``).
     """
     for k in ("eot_samples", "sanity"):  # set here: the base run's EOT samples times factor, no sanity attack
@@ -114,8 +138,16 @@ def budget_check(defense: Any, data: Any, base: Report, specs: Iterable[str | At
     randomized = bool(base.config.get("contract", {}).get("randomized"))
     adaptive = ThreatModel.WHITE_BOX_ADAPTIVE in threats and randomized
     scaled = {s.key: s.with_budget(factor) for s in chosen}
-    groups = [([s for s in chosen if s.budget], threats, ""),
-              ([s for s in chosen if not s.budget] if adaptive else [], [ThreatModel.WHITE_BOX_ADAPTIVE], "-eot")]
+    if adaptive_keys is None:
+        groups = [([s for s in chosen if s.budget], threats, ""),
+                  ([s for s in chosen if not s.budget] if adaptive else [], [ThreatModel.WHITE_BOX_ADAPTIVE], "-eot")]
+    else:
+        keys = set(adaptive_keys)
+        others = [t for t in threats if t is not ThreatModel.WHITE_BOX_ADAPTIVE]
+        again = [s for s in chosen if s.key in keys and (s.budget or adaptive)]
+        groups = [([s for s in chosen if s.budget] if others else [], others, ""),
+                  (again if ThreatModel.WHITE_BOX_ADAPTIVE in threats else [], [ThreatModel.WHITE_BOX_ADAPTIVE],
+                   "-adaptive")]
     rows: list[dict[str, Any]] = []
     flags: list[Flag] = []
     for group, group_threats, suffix in groups:

@@ -27,7 +27,8 @@ from ..defenses.base import NoDefense, contract_of
 from ..defenses.magnet import JensenShannon, MagNet, ReconstructionError
 from ..defenses.remix import REMIX, REMIXDetector
 from ..eval import evaluate
-from ..eval.budget import BUDGET_FACTOR, budget_check, check_budget, compare_budgets, strongest_per_attack
+from ..eval.budget import (BUDGET_FACTOR, budget_check, check_budget, compare_budgets, strongest_per_attack,
+                           worst_per_norm)
 from ..eval.reuse import reevaluate
 from ..papers.remix import CLASSIFIER as REMIX_CLASSIFIER
 from ..papers.remix import (CLASSIFIER_ACCURACY, EAD_BETA, FIG2_CLAIMS, K_ROUNDS, KAPPAS, MAGNET_DETECTORS,
@@ -309,7 +310,12 @@ ADAPTIVE_N = {"mnist": 200, "cifar10": 100, "digits": 12}
 ADAPTIVE_EPS = {"mnist": ("0.3", "2.0"), "cifar10": ("8/255", "0.5"), "digits": ("0.3", "2.0")}
 #: The REMIX detector's false-positive rate on clean validation images (our choice; the poster has no detector).
 REMIX_DETECTOR_FPR = 0.01
-ADAPTIVE_DEFENSES = ("magnet", "remix", "remix+reformer", "remix-detector")
+#: The defenses of the adaptive study. On CIFAR-10 REMIX without its reformer is left out: every attack on a
+#: REMIX variant averages 8 partitions per gradient (~1.5 h per variant on 2 cores with its budget check), and
+#: the poster's best configuration (with the reformer) and the REMIX detector carry the verdict.
+ADAPTIVE_DEFENSES = {"mnist": ("magnet", "remix", "remix+reformer", "remix-detector"),
+                     "cifar10": ("magnet", "remix+reformer", "remix-detector"),
+                     "digits": ("magnet", "remix", "remix+reformer", "remix-detector")}
 
 
 def adaptive_specs(ds: str, *, randomized_only: bool) -> list[str]:
@@ -341,7 +347,7 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     detector = REMIXDetector(base, remix.inpainter, n=remix.n, k=remix.k, reformer=remix.reformer,
                              n_grad=remix.n_grad, threshold=0.0).eval()
     detector.calibrate(val.images, REMIX_DETECTOR_FPR, generator=torch.Generator().manual_seed(seed))
-    defenses = {**{k: defenses[k] for k in ADAPTIVE_DEFENSES if k in defenses}, "remix-detector": detector}
+    defenses = {**{k: defenses[k] for k in ADAPTIVE_DEFENSES[ds] if k in defenses}, "remix-detector": detector}
     n = limit or ADAPTIVE_N[ds]
     test = load_dataset(ds, "test", root=data_root, limit=n)
     out = Path(out)
@@ -355,7 +361,10 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
         log(f"[remix-adaptive] {name}: {len(specs)} attacks, oblivious and adaptive, on {n} images")
         rep = evaluate(d, test, specs, "gray-box,adaptive", out_dir=out / name, **common)
         chosen = strongest_per_attack(parse_attacks(specs))[::3 if quick else 1]  # quick: every third attack
-        checked, bflags = budget_check(d, test, rep, chosen, out_dir=out / name, **common)
+        # a randomized defense: adaptively, only the attacks that set each norm's worst case (x2 steps and x2
+        # EOT samples is 4x an attack's cost); every attack under the oblivious threat
+        worst = worst_per_norm(rep.rows) if contract_of(d).randomized else None
+        checked, bflags = budget_check(d, test, rep, chosen, out_dir=out / name, adaptive_keys=worst, **common)
         budget_rows += [{**c, "defense": name} for c in checked]
         flags += [{**f.to_dict(), "run": name} for f in [*rep.flags, *bflags]]
         for r in rep.rows:
@@ -375,7 +384,7 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 eval_wall_time_s_total=harness_wall_time(
                     [out / k for k in defenses] + [out / k / f"budget-x{BUDGET_FACTOR}{e}" for k in defenses
-                                                   for e in ("", "-eot")]))
+                                                   for e in ("", "-eot", "-adaptive")]))
     _write_adaptive(out, rows, meta)
     return meta
 
@@ -419,8 +428,11 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
     )
     sections = ["## How much robustness survives an attacker who knows the defense", table,
                 "## Clean accuracy", ctable,
-                *check_sections(meta, "Each attack again with x2 steps (and x2 EOT samples adaptively) on the same "
-                                "images; enough = the accuracy moves by at most one standard error.",
+                *check_sections(meta, "Each attack again with x2 steps on the same images, oblivious and (against "
+                                "MagNet) adaptive; against the randomized defenses (REMIX, its detector) adaptively "
+                                "only the attack that sets each norm's worst case, with x2 steps and x2 EOT samples "
+                                "(4x its cost; the other attacks' adaptive numbers are higher, not the reported "
+                                "robustness). Enough = the accuracy moves by at most one standard error.",
                                 defense_name=DEFENSE_NAMES.get)]
     write_results(out, title=f"REMIX and MagNet against adaptive attacks: {meta['dataset']}", intro=intro,
                   sections=sections, rows=rows, meta=meta)
