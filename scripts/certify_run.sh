@@ -2,7 +2,7 @@
 # Issue "Certified robustness for masking": the results, one job at a time (two jobs on the 2 cores each run
 # ~5x slower). Every step resumes when rerun (trained models in runs/, per-image records in the results folders).
 #   mnist     reproduce certify --dataset mnist (trains the ablation/Cutout/grid base classifiers from
-#             plain-mnist-cpu, and mad-mnist-cpu if missing; ~15 min)
+#             plain-mnist-cpu, and mad-mnist-cpu if missing; the patch attack on every image; ~40 min)
 #   cifar10   reproduce certify --dataset cifar10 (four VGG16/2 base classifiers fine-tuned from
 #             plain-cifar10-cpu, ~75 min of training; certification and the patch attack ~80 min)
 #   bench     bench/bench_certify.py (certification cost per image against its floor of masked passes)

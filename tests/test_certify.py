@@ -404,6 +404,9 @@ def test_plan_certifies_every_patch_side_from_2_to_8(dataset):
             assert set(r.patches) == set(range(2, 9)), r.name
     assert sorted(p for r in runs if r.name.startswith("pc-") for p in r.patches) == list(range(2, 9))
     assert {r.attack_patch for r in runs if r.attack_n} == {5}
+    # the soundness attack: every image of every run on MNIST (so every certified image); a sample on CIFAR-10
+    attacked = [r for r in runs if r.attack_n]
+    assert all(r.attack_n == r.n for r in attacked) == (dataset == "mnist")
 
 
 def test_reproduce_certify_quick(tmp_path, capsys):
