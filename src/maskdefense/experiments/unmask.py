@@ -79,7 +79,7 @@ from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import PartPreset, Preset, create_preset
 from ..training.tasks import segmentation_metrics
-from .common import budget_markdown, ensure_model, harness_wall_time, mean_defined
+from .common import check_sections, ensure_model, harness_wall_time, mean_defined
 
 Log = Callable[[str], None]
 
@@ -192,11 +192,6 @@ def _data_note(data_root: Any) -> str:
             + ", ".join(f"{k} {v:.2f}" for k, v in OVERLAP.items()) + ".")
 
 
-def _flag_lines(flags: list[dict[str, Any]]) -> str:
-    return "\n".join(f"- **{f['code']}** ({f['severity']}{', ' + f['run'] if f.get('run') else ''}): {f['message']}"
-                     for f in flags) or "- none"
-
-
 def _models_table(records: dict[str, dict[str, Any]]) -> str:
     rows = [{"name": k, "arch": v.get("arch"), "epochs": v.get("epochs"), "n_train": v.get("n_train"),
              "test": v.get("test_accuracy", v.get("test_part_set_accuracy")), "sha": str(v.get("sha256", ""))[:12]}
@@ -293,13 +288,10 @@ def _write_table6(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         "(on 0-255): our 10/255 column; 8/255 is the usual CIFAR-10 budget and the training radius.")
     sections = ["## Table 6: ours beside the thesis", main, "The block's effect, with and without adversarial "
                 "training (with block minus without, in points):", eff, "## Every model", detail,
-                "## Is the attack budget enough?",
-                "Each PGD row again with twice the steps on the same images (accuracy on the images the model "
-                "classifies correctly); enough = it moves by at most one standard error. "
-                + budget_markdown(meta["budget_check"], value="accuracy", defense_name=str),
-                "## Integrity flags", _flag_lines(meta["flags"]),
                 "## Models", _models_table(meta["models"]) + "\n\nTraining records: `checkpoints/`.",
-                f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
+                *check_sections(meta, "Each PGD row again with twice the steps on the same images (accuracy on the "
+                                "images the model classifies correctly); enough = it moves by at most one standard "
+                                "error.", defense_name=str)]
     write_results(out, title="UNMASK thesis, Table 6: a denoising block in adversarial training", intro=intro,
                   sections=sections, rows=rows, meta=meta)
 
@@ -555,14 +547,10 @@ def _write_table7(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         "(argmin); the code keeps the most similar. `UNMASK argmin` re-classifies every image by the argmin; the "
         "Algorithm 1 columns only the detected ones. ROC curves: ![ROC](roc.png)", det,
         "## The part extractor on each class set", ext,
-        "## Is the attack budget enough?",
-        (f"On {meta['budget_set']}: the stronger row of each attack again with twice the steps, M and UNMASK "
-         "evaluated on the new examples (the harness's protocol: images M classifies correctly); enough = the "
-         "accuracy moves by at most one standard error. "
-         + budget_markdown(meta["budget_check"], value="accuracy", defense_name=str)),
-        "## Integrity flags", _flag_lines(meta["flags"]),
         "## Models", _models_table(meta["models"]) + "\n\nTraining records: `checkpoints/`.",
-        f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
+        *check_sections(meta, f"On {meta['budget_set']}: the stronger row of each attack again with twice the steps, "
+                        "M and UNMASK evaluated on the new examples (the harness's protocol: images M classifies "
+                        "correctly); enough = the accuracy moves by at most one standard error.", defense_name=str)]
     flat = [{k: v for k, v in r.items() if k not in ("code", "harness")} for r in rows]
     write_results(out, title="UNMASK thesis, Table 7: UNMASK with and without denoising blocks", intro=intro,
                   sections=sections, rows=flat, meta={**meta, "rows_detail": rows})
@@ -764,13 +752,9 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
          "distance of K's parts to the parts of M's new class, for the clean image and for the adversarial example, "
          "and the share that passes the test."), stable,
         "## Clean accuracy", ctable,
-        "## Is the attack budget enough?",
-        ("Each attack's strongest row again with twice its iterations or queries on the same images; enough = the "
-         "accuracy moves by at most one standard error. " + budget_markdown(meta["budget_check"], value="accuracy",
-                                                                           defense_name=str)),
-        "## Integrity flags", _flag_lines(meta["flags"]),
         "## Models", _models_table(meta["models"]) + "\n\nTraining records: `checkpoints/`.",
-        f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
+        *check_sections(meta, "Each attack's strongest row again with twice its iterations or queries on the same "
+                        "images; enough = the accuracy moves by at most one standard error.", defense_name=str)]
     write_results(out, title="UNMASK against an adaptive attacker", intro=intro, sections=sections, rows=rows, meta=meta)
 
 
