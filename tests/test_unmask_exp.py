@@ -269,6 +269,15 @@ def test_adaptive_quick_and_resume(quick_studies):
     readme = (root / "unmask-adaptive" / "README.md").read_text()
     assert "| detect-soft | PGD-Linf 8/255 |" in readme and "83.97%" in readme  # the thesis, CS5b
     assert any(r["attack"].startswith("Square") for r in rows if r["system"] == "defend" and r["threat"] == "adaptive")
+    # the defense mode's oblivious rows: UNMASK on the examples made against M alone, not attacked again
+    out = root / "unmask-adaptive"
+    assert json.loads((out / "defend" / "summary.json").read_text())["threats"] == ["adaptive"]
+    for run in ("defend-oblivious", "defend-oblivious-budget-x2"):
+        source = json.loads((out / run / "run.json").read_text())["source_run"]
+        assert source == str(out / "alone-ours" / run.replace("defend-oblivious", "").lstrip("-"))
+    alone = {r["attack"] for r in rows if r["system"] == "alone-ours"}
+    assert {r["attack"] for r in rows if r["system"] == "defend" and r["threat"] == "gray-box"} == alone
+    assert {c["threat"] for c in meta["budget_check"] if c["defense"] == "defend"} == {"gray-box", "adaptive"}
     logs: list[str] = []
     again = E.adaptive_study(root / "unmask-adaptive", quick=True, runs_dir=root / "runs", log=logs.append)
     assert not any("training" in s or "epoch" in s for s in logs)

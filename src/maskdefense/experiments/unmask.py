@@ -23,10 +23,10 @@
   images): detection mode attacked with classifier and detector together (the harness's adaptive threat:
   the detector's Jaccard distance differentiated through the soft part sets by BPDA; again through a 10x
   smoother surrogate, :data:`SOFT_TEMPERATURE`) beside the same attacks made oblivious; the defense mode (parts
-  decide) under PGD, APGD-CE and Square; M alone under PGD, APGD-CE and Square (is the denoising network's own
-  robustness in Table 7's no-defense column real?); whether the
-  gradient of ``detect`` reaches the attacker, and whether the adaptive examples move K's parts to the parts
-  of M's new class; budget check.
+  decide) under PGD, APGD-CE and Square, adaptively and oblivious (the oblivious examples are those of M alone,
+  stored once: :data:`OBLIVIOUS_FROM`); M alone under PGD, APGD-CE and Square (is the denoising network's own
+  robustness in Table 7's no-defense column real?); whether the gradient of ``detect`` reaches the attacker, and
+  whether the adaptive examples move K's parts to the parts of M's new class; budget check.
 
 Every study resumes (models in ``runs_dir``, harness records in the results folder) and writes
 ``results/unmask-<study>/`` (README.md with the thesis' numbers beside ours, results.json/.csv, plots,
@@ -66,8 +66,9 @@ from ..data import PASCAL_PART_PARTS, PartData, load_dataset, part_dataset, reso
 from ..data._pascal_part import PASCAL_PART_DIR
 from ..defenses.base import REJECT, NoDefense
 from ..defenses.unmask import UNMASK
-from ..eval import evaluate
+from ..eval import Report, evaluate
 from ..eval.budget import BUDGET_FACTOR, budget_check, check_budget, compare_budgets, strongest_per_attack
+from ..eval.checks import Flag, check_transfer_vs_adaptive
 from ..eval.metrics.detection import roc
 from ..eval.records import RecordStore
 from ..eval.reuse import reevaluate
@@ -621,6 +622,25 @@ def part_shift(unmask: UNMASK, x: torch.Tensor, run_dir: Path, threat: str) -> d
     return out
 
 
+#: Systems whose oblivious (gray-box) rows come from another system's stored examples: the defense mode's gray-box
+#: attacker attacks M alone, with the attacks and seeds of "alone-ours", so its examples are exactly those (made once,
+#: not twice: ~0.5-1 h of PGD, APGD, Square and their budget check on the 4-block network).
+OBLIVIOUS_FROM = {"defend": "alone-ours"}
+
+
+def _reuse_oblivious(defense: UNMASK, data: Any, out: Path, name: str, specs: list[AttackSpec],
+                     command: str) -> tuple[Report, list[dict[str, Any]], list[Flag]]:
+    """System ``name``'s gray-box rows: ``defense`` on the stored examples of :data:`OBLIVIOUS_FROM` ``[name]``
+    (``out/<name>-oblivious``) and of its budget check (``out/<name>-oblivious-budget-x2``); returns that report,
+    the budget comparisons and the flags (not ``GRAY_BOX_ONLY``: the system is attacked adaptively in its own run)."""
+    src, b = out / OBLIVIOUS_FROM[name], f"budget-x{BUDGET_FACTOR}"
+    ob = reevaluate(defense, data, src, out_dir=out / f"{name}-oblivious", progress=False, command=command)
+    ob2 = reevaluate(defense, data, src / b, out_dir=out / f"{name}-oblivious-{b}", progress=False, command=command)
+    checked = compare_budgets(ob.rows, ob2.rows, {s.with_budget(BUDGET_FACTOR).key: s for s in strongest_per_attack(specs)},
+                              factor=BUDGET_FACTOR)
+    return ob, checked, [f for f in [*ob.flags, *ob2.flags] if f.code != "GRAY_BOX_ONLY"] + check_budget(checked)
+
+
 def adaptive_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir: str | Path = "runs",
                    data_root: Any = None, limit: int | None = None, log: Log = print) -> dict[str, Any]:
     """The adaptive attacker on UNMASK with "Ours" (see the module docstring)."""
@@ -643,27 +663,36 @@ def adaptive_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_
         "detect": (_unmask(ours, extractor, cs, "detect", ext_p.area_threshold), "gray-box,adaptive", ock),
         "detect-soft": (_unmask(ours, extractor, cs, "detect", ext_p.area_threshold, temperature=SOFT_TEMPERATURE),
                         "adaptive", ock),
-        "defend": (_unmask(ours, extractor, cs, "defend-max", ext_p.area_threshold), "gray-box,adaptive", ock)}
+        "defend": (_unmask(ours, extractor, cs, "defend-max", ext_p.area_threshold), "adaptive", ock)}
     rows: list[dict[str, Any]] = []
     budget_rows: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
     clean: dict[str, dict[str, Any]] = {}
+    run_dirs = [out / k for k in systems] + [out / k / f"budget-x{BUDGET_FACTOR}{e}" for k in systems for e in ("", "-eot")]
     for name, (defense, threats, ck) in systems.items():
         common = dict(seed=seed, batch_size=50, progress=False, command=meta["command"], checkpoint_meta=ck,
+                      save_adversarial=name in ("detect", *OBLIVIOUS_FROM.values()),
                       **({"sanity": "pgd-linf:eps=0.5,steps=5"} if quick else {}))
         log(f"[unmask-adaptive] {name}: {len(specs[name])} attacks ({threats}) on {n} images")
-        rep = evaluate(defense, data, specs[name], threats, out_dir=out / name, save_adversarial=name == "detect",
-                       **common)
+        rep = evaluate(defense, data, specs[name], threats, out_dir=out / name, **common)
         checked, bflags = budget_check(defense, data, rep, strongest_per_attack(specs[name]), out_dir=out / name,
                                        **common)
+        found = [*rep.flags, *bflags]
+        reports = [rep]
+        if name in OBLIVIOUS_FROM:
+            log(f"[unmask-adaptive] {name}: gray-box rows on the stored examples of {OBLIVIOUS_FROM[name]}")
+            ob, ob_checked, ob_flags = _reuse_oblivious(defense, data, out, name, specs[name], meta["command"])
+            checked, reports = checked + ob_checked, [ob, rep]
+            found += ob_flags + check_transfer_vs_adaptive([*ob.rows, *rep.rows])
+            run_dirs += [out / f"{name}-oblivious", out / f"{name}-oblivious-budget-x{BUDGET_FACTOR}"]
         budget_rows += [{**c, "defense": name} for c in checked]
-        flags += [{**f.to_dict(), "run": name} for f in [*rep.flags, *bflags]]
+        flags += [{**f.to_dict(), "run": name} for f in found]
         clean[name] = {"accuracy": rep.clean["defense_clean_acc"], "rejected": rep.clean.get("false_positive_rate")}
         rows += [{"system": name, "attack": r["label"], "threat": r["threat"], "sanity": r["sanity"],
                   "defense_acc": r["defense_acc"], "robust_acc": r["robust_acc"], "attack_acc": r["attack_acc"],
                   "detection_rate": r.get("detection_rate"), "detection_auc": r.get("detection_auc"),
                   "defense_acc_rejected_failed": r.get("defense_acc_rejected_failed"), "n_correct": r["n_correct"],
-                  "samples_per_gradient": r["samples_per_gradient"]} for r in rep.rows]
+                  "samples_per_gradient": r["samples_per_gradient"]} for report in reports for r in report.rows]
     detector = systems["detect"][0]
     assert isinstance(detector, UNMASK)
     labels = {s.key: s.display for s in specs["detect"]}
@@ -678,7 +707,6 @@ def adaptive_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_
             flags.append({"code": "DETECTOR_GRADIENT_ZERO", "severity": "error", "run": name,
                           "message": "the gradient of detect() is zero on every test image: the adaptive attacker "
                                      "gets no signal from the detector"})
-    run_dirs = [out / k for k in systems] + [out / k / f"budget-x{BUDGET_FACTOR}{e}" for k in systems for e in ("", "-eot")]
     meta.update(study="unmask-adaptive", class_set=cs, n_images=n, threshold=REFERENCE_THRESHOLD,
                 area_threshold=ext_p.area_threshold,
                 temperatures={"detect": detector.temperature, "detect-soft": SOFT_TEMPERATURE},
