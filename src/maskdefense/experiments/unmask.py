@@ -34,19 +34,24 @@ Every study resumes (models in ``runs_dir``, harness records in the results fold
 generated data, digits for Table 6) for the tests.
 
 Compute on this machine (2 cores, one job at a time), estimated from the CPU recipe's measured speed
-(ResNet-18/2 trains at ~310 images/s with bf16 and channels-last: 14 CIFAR-10 epochs in 34 minutes) and one timed
-training step of each network: one denoising block after stage 3 costs ~7%, four blocks ~4x (the stage-1 block
-attends over 32 x 32 = 1024 positions); the U-Net is ~2x faster than the plain ResNet-18/2.
+(ResNet-18/2 trains at ~310 images/s with bf16 and channels-last: 14 CIFAR-10 epochs in 34 minutes) and a few timed
+steps of each network (one thread, scaled by the recipe's step measured alike): a training step (bf16) costs ~7%
+more with one denoising block after stage 3 and ~4x with four; an attack's input gradient (fp32) ~7x with four
+(~28 ms per image against ~4 ms; the stage-1 block attends over 32 x 32 = 1024 positions, its 1024 x 1024 softmax
+per image dominates), a forward ~8 ms; the U-Net ~3 ms per gradient, ~1 ms per forward.
 
 * ``unmask-table6`` ~1.8 h: the plain model is ``resnet18-cifar10-cpu`` (reused from ``runs/`` when trained, else
   +34 min), its twin with the block 14 epochs ~37 min, two fast adversarial trainings of 6 epochs ~29 min each;
-  attacks on 500 images and the budget check ~15 min.
-* ``unmask-table7`` ~1.7 h: K (10,000 images, 15 epochs) ~8 min; 8 classifiers (4,000 images, 8 epochs) ~6 min
-  (baselines) + ~28 min (4 blocks); 8 attacks x 20 steps x 200 images x 8 models ~45 min, UNMASK on the stored
-  examples a few minutes, budget check (one set) ~12 min.
-* ``unmask-adaptive`` ~40 min (after Table 7, whose models it reuses): 100 images, M + K per gradient step.
+  attacks on 500 images and the budget check ~12 min.
+* ``unmask-table7`` ~2.2 h: K (10,000 images, 15 epochs) ~8 min; 8 classifiers (4,000 images, 8 epochs) ~7 min
+  (baselines) + ~29 min (4 blocks); 8 attacks x 20 steps x 200 images per model ~2 min (baseline) + ~15 min (4
+  blocks), ~70 min for the 4 sets; UNMASK on the stored examples ~4 min; budget check (one set) ~17 min.
+* ``unmask-adaptive`` ~1.2-1.9 h (after Table 7, whose models it reuses; 100 images): M alone ~30-65 min (APGD-CE
+  100 iterations and Square up to 1000 queries on the 4-block network, then twice that in the budget check; Square
+  stops at an image's first success, hence the range), the detection mode ~35 min (gray-box and adaptive, M + K per
+  gradient), the defense mode ~8 min (K alone; its oblivious rows reuse M alone's examples).
 
-Total for the issue ~4.2 h (~4.8 h when the plain ResNet-18/2 must be trained too).
+Total for the issue ~5.3-6 h (+34 min when the plain ResNet-18/2 must be trained too).
 """
 
 from __future__ import annotations
