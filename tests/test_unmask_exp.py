@@ -253,6 +253,14 @@ def test_table7_quick_numbers_follow_the_code_conventions(quick_studies):
                 if x["kind"] == "attack" and x["attack"] == spec.key]
         assert r["pgd-linf 8"] == pytest.approx(sum(x["pred_defense_adv"][0] == labels[x["idx"]] for x in recs) / len(recs))
         assert 0 <= r["clean_fpr"] <= 1 and r["code"]["clean"]["n"] == meta["n_images"]
+        # the plotted threshold point: d >= t among the pooled ROC's images (clean twins of the examples fooling M)
+        det = list(map(json.loads, (d / "detect" / "records.jsonl").open()))
+        clean = {x["idx"]: x["score"] for x in det if x["kind"] == "clean"}
+        fooled = [x for x in det if x["kind"] == "attack" and x["pred_base_adv"] != x["label"]]
+        t = float(torch.tensor(paper.REFERENCE_THRESHOLD, dtype=torch.float32))
+        point = r["code"]["roc_point"]
+        assert point["tpr"] == pytest.approx(sum(x["score_adv"] >= t for x in fooled) / len(fooled))
+        assert point["fpr"] == pytest.approx(sum(clean[x["idx"]] >= t for x in fooled) / len(fooled))
     readme = (out / "README.md").read_text()
     assert "(83.97)" in readme and "PASCAL-Part is not on this machine" in readme and (out / "roc.png").exists()
     assert {c["defense"].split(":")[1].strip() for c in meta["budget_check"]} >= {"no defense", "UNMASK defend-max"}

@@ -344,7 +344,7 @@ def _code_numbers(runs: dict[str, Path], specs: list[AttackSpec]) -> dict[str, A
     det_clean, det_adv = rec["detect"]
     labels = {i: r["label"] for i, r in det_clean.items()}
     out: dict[str, Any] = {"attacks": {}}
-    all_clean, all_adv = [], []
+    all_clean, all_adv, rej_clean, rej_adv = [], [], [], []
     for s in specs:
         key = ("gray-box", s.key)
         idx = sorted(det_adv[key])
@@ -357,6 +357,8 @@ def _code_numbers(runs: dict[str, Path], specs: list[AttackSpec]) -> dict[str, A
         a_sc = np.array([det_adv[key][i]["score_adv"] for i in np.array(idx)[fooled]])
         all_clean.append(c_sc)
         all_adv.append(a_sc)
+        rej_clean.append(np.array([det_clean[i]["pred_defense"][0] == REJECT for i in np.array(idx)[fooled]]))
+        rej_adv.append(rejected[fooled])
         curve = roc(c_sc, a_sc)
         out["attacks"][s.key] = {
             "label": s.display, "n": len(idx), "no_defense": _mean(m_adv == lab),
@@ -374,6 +376,9 @@ def _code_numbers(runs: dict[str, Path], specs: list[AttackSpec]) -> dict[str, A
                     "algorithm1_max": _mean(np.where(crej, cpred["defend-max"], cpred["detect"]) == lab),
                     "fpr": _mean(crej)}
     pooled = roc(np.concatenate(all_clean), np.concatenate(all_adv)) if all_clean else None
+    # the threshold's point on the pooled curve: rejections among the same clean images and examples
+    out["roc_point"] = {"fpr": _mean(np.concatenate(rej_clean)) if rej_clean else None,
+                        "tpr": _mean(np.concatenate(rej_adv)) if rej_adv else None}
     out["roc"] = pooled
     return out
 
@@ -479,7 +484,7 @@ def _plot_roc(out: Path, rows: list[dict[str, Any]]) -> None:
             curve = r["code"]["roc"]
             if curve:
                 ax.plot(curve["fpr"], curve["tpr"], label=f"{r['model']} (AUC {curve['auc']:.3f})")
-            op = (r["code"]["clean"]["fpr"], r["tpr"])
+            op = (r["code"]["roc_point"]["fpr"], r["code"]["roc_point"]["tpr"])
             if None not in op:
                 ax.plot(*op, "k.", ms=8)
         ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
