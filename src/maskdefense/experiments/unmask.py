@@ -289,7 +289,8 @@ def _write_table6(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         f"{'FGSM with a random start' if at.get('mode') == 'fast' else 'PGD'} at eps {at.get('eps', 0) * 255:.3g}/255 "
         f"for {meta['at_epochs']} epochs (the thesis: PGD-Linf eps 10, lr 0.005 decayed every 30 epochs, batch 60; "
         "see `maskdefense.papers.unmask.TABLE6_CPU_AT` for why). Clean accuracy on all test images; attacks "
-        f"(Foolbox PGD-Linf, 20 steps of 2.5 eps / 20, random start; FGSM) on the first {meta['n_images']} test images, "
+        f"(Foolbox PGD-Linf, 20 steps of 2.5 eps / 20, random start; FGSM; white-box, made against each network "
+        f"itself, as the thesis' adversarial test) on the first {meta['n_images']} test images, "
         "accuracy = right on the clean image and on its adversarial example. The thesis' attack budget is eps 10 "
         "(on 0-255): our 10/255 column; 8/255 is the usual CIFAR-10 budget and the training radius.")
     sections = ["## Table 6: ours beside the thesis", main, "The block's effect, with and without adversarial "
@@ -541,7 +542,9 @@ def _write_table7(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
         "feature-denoising blocks ('Ours'), on the four class sets, under PGD and MI-FGSM (MIA) in Linf and L2 at two "
         "strengths, made against the classifier M alone (the thesis' gray-box setting). At CPU scale: "
         f"{MODEL_NAMES['baseline']} (thesis: {THESIS_MODELS['baseline']}) and {MODEL_NAMES['ours']} (thesis: "
-        f"{THESIS_MODELS['ours']}), a U-Net part extractor (thesis: Mask R-CNN), the first {meta['n_images']} test "
+        f"{THESIS_MODELS['ours']}), a U-Net part extractor (thesis: Mask R-CNN; a part counts as found when it wins "
+        f"at least {meta['area_threshold']:.0%} of the pixels, where the code counts any part instance Mask R-CNN "
+        f"detects), the first {meta['n_images']} test "
         f"images of each set. Attacks: {ATTACK_STEPS} steps (the code's), PGD with a random start and step 2.5 eps / "
         f"{ATTACK_STEPS}, MI-FGSM with mu 1 and step eps / {ATTACK_STEPS}; Linf budgets 8/255 and 16/255 as the code; "
         f"L2 budgets converted from the code's 0-255 units on 150x150 images to 32x32 images in [0, 1] at equal "
@@ -775,7 +778,9 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
         "through K's soft part sets by BPDA; `detect-soft`: the same through a 10x smoother surrogate, the same "
         "decisions), in defense mode through the parts' similarities (soft sets by BPDA). "
         "Accuracy: the harness's protocol (images M classifies correctly; a rejection counts as defended, and as "
-        "failed in its own column). The thesis reports for this set UNMASK accuracy "
+        "failed in its own column); *detected* = the share of those images' adversarial examples that are rejected, "
+        "whether or not they fool M (Table 7's detection counts only the examples that fool M). The thesis reports "
+        "for this set UNMASK accuracy "
         f"{th['ours']['pgd-linf 8']:.2f}% (Ours) / {th['baseline']['pgd-linf 8']:.2f}% (baseline) under PGD-Linf 8 "
         f"and {th['ours']['no_defense']:.2f}% / {th['baseline']['no_defense']:.2f}% undefended (mean of its 8 attacks).")
     sections = [
