@@ -241,6 +241,10 @@ def test_fig2_quick_every_number_is_the_harness_s(tmp_path, quick_runs):
     assert sorted((f["run"], f["attack"]) for f in meta["flags"] if f["code"] == "BUDGET_NOT_ENOUGH") == moved
     readme = (out / "README.md").read_text()
     assert "Figure 2" in readme and (out / "fig2.png").exists() and "Is the attack budget enough?" in readme
+    # the training records of the models behind it: classifier, MagNet's autoencoders, REMIX's reformer, inpainter
+    kept = sorted(p.name for p in (out / "checkpoints").glob("*.json"))
+    assert kept == sorted(meta["training_records"]) and len(kept) == 3 + len(meta["magnet_autoencoders"])
+    assert all(json.loads((out / "checkpoints" / k).read_text())["history"] for k in kept)  # per epoch
 
 
 def test_train_command_trains_an_autoencoder_preset(tmp_path, capsys):
@@ -328,6 +332,7 @@ def test_adaptive_quick_runs_every_defense_under_both_threats(tmp_path, quick_ru
                  if r["threat"] == "adaptive" and not r["sanity"]}
         assert 1 <= len(again) <= 2 and again <= worst
     assert "How much robustness survives" in (out / "README.md").read_text()
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.json")) == sorted(data["meta"]["training_records"])
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
@@ -343,3 +348,26 @@ def test_figure_2_classifiers_and_attacks_can_reach_high_confidence(dataset):
     for spec in attack_specs(dataset, (0, 40)):
         step = spec.params["stepsize" if spec.name == "cw-l2" else "initial_stepsize"]
         assert step >= 0.1 and spec.params["initial_const"] >= 0.1, spec.label
+
+
+def test_sweep_quick_reuses_the_figure_2_examples(tmp_path, quick_runs, capsys):
+    import json
+
+    from maskdefense.cli import main
+
+    common = ["--quick", "--runs-dir", str(quick_runs)]
+    out = tmp_path / "remix-sweep-digits"
+    assert main(["reproduce", "remix-sweep", *common, "--out", str(out)]) == 2  # no Figure 2 run beside it
+    assert "reproduce remix-fig2 --quick" in capsys.readouterr().err
+    assert main(["reproduce", "remix-fig2", *common, "--out", str(tmp_path / "remix-fig2-digits")]) == 0
+    assert main(["reproduce", "remix-sweep", *common, "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert sorted((r["n"], r["k"], r["reformer"]) for r in data["rows"]) == [
+        (2, 1, False), (2, 1, True), (2, 2, False), (2, 2, True)]
+    attacks = json.loads((tmp_path / "remix-fig2-digits" / "attacks" / "summary.json").read_text())["rows"]
+    for r in data["rows"]:  # every number is the harness's, on the Figure 2 examples
+        s = json.loads((out / f"n{r['n']}-k{r['k']}{'-reformer' if r['reformer'] else ''}" / "summary.json").read_text())
+        assert r["clean"] == s["clean"]["defense_clean_acc"]
+        assert {q["label"] for q in s["rows"]} == {q["label"] for q in attacks}
+        assert all(r[q["label"]] == q["defense_acc"] for q in s["rows"])
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.json")) == sorted(data["meta"]["training_records"])

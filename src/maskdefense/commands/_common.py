@@ -20,13 +20,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ..data import DataError
     from ..eval.harness import ConfigMismatchError
     from ..eval.records import RecordFileError
+    from ..experiments.common import MissingRunError
     from ..registry import UnknownNameError
     from ..rundir import OutputDirError
     from ..spec import SpecError
     from ..validation import InputError
 
     return (UserError, InputError, CheckpointError, UnknownNameError, OutputDirError, SpecError, DataError,
-            ConfigMismatchError, RecordFileError)
+            ConfigMismatchError, RecordFileError, MissingRunError)
 
 
 # ---- argparse value types: a bad option value is one clear line and exit code 2, before any work

@@ -18,6 +18,10 @@ from ..training.loop import (
 )
 
 
+class MissingRunError(FileNotFoundError):
+    """A study needs another study's results first (its stored examples); the message names the command."""
+
+
 def ensure_model(
     preset: str | Preset,
     runs_dir: str | Path = "runs",

@@ -36,7 +36,8 @@ from ..papers.remix import (CLASSIFIER_ACCURACY, EAD_BETA, FIG2_CLAIMS, K_ROUNDS
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import AutoencoderPreset, create_preset
-from .common import check_sections, checkpoint_record, ensure_model, harness_wall_time
+from .common import (MissingRunError, check_sections, checkpoint_record, ensure_model, harness_wall_time,
+                     keep_training_records)
 
 Log = Callable[[str], None]
 
@@ -161,6 +162,16 @@ def _models_record(record: dict[str, Any]) -> dict[str, Any]:
             "magnet_autoencoders": {r: checkpoint_record(m) for r, m in record["magnet_autoencoders"].items()}}
 
 
+TRAINING_RECORDS_NOTE = "Training records of the models (per-epoch history and seconds, no weights): `checkpoints/`."
+
+
+def _keep_records(out: Path, record: dict[str, Any], *more: dict[str, Any]) -> list[str]:
+    """The training records of every model in :func:`build_defenses`' ``record`` (and ``more``) into
+    ``out/checkpoints/`` (per-epoch history and seconds; no weights)."""
+    metas = [v for v in record.values() if isinstance(v, dict) and "path" in v]
+    return keep_training_records(out, [*metas, *record["magnet_autoencoders"].values(), *more])
+
+
 def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, seed: int = 0,
                runs_dir: str | Path = "runs", data_root: Any = None, limit: int | None = None,
                log: Log = print) -> dict[str, Any]:
@@ -212,6 +223,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
                 row["n_correct"], row["mean_norm_fooled"] = r["n_correct"], r["mean_norm_fooled"]
         rows.append(row)
     clean = {name: rep.clean for name, rep in reports.items()}
+    meta.update(training_records=_keep_records(out, record))
     meta.update(study=f"remix-fig2-{ds}", dataset=ds, n_images=n, kappas=list(kappas),
                 attacks=[s.to_dict() for s in specs],
                 **_models_record(record),
@@ -292,7 +304,7 @@ def _write_fig2(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], cle
         "## The poster's Figure 2", "The poster's text carries no values of Figure 2, only these claims (each "
         "checked against our curves below, by the reader):\n\n" + "\n".join(f"- {c}" for c in meta["poster_claims"]),
         "## Ours", "![Figure 2](fig2.png)", table,
-        "## Clean accuracy", ctable,
+        "## Clean accuracy", ctable, TRAINING_RECORDS_NOTE,
         *check_sections(meta, f"The smallest and largest kappa of each attack again with x{BUDGET_FACTOR} steps and "
                         "binary-search steps, every defense evaluated on the new examples; enough = the accuracy "
                         "moves by at most one standard error.", defense_name=DEFENSE_NAMES.get),
@@ -376,6 +388,7 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
                          "defense_acc_rejected_failed": r.get("defense_acc_rejected_failed"),
                          "samples_per_gradient": r["samples_per_gradient"], "clean": rep.clean["defense_clean_acc"],
                          "fpr": rep.clean.get("false_positive_rate")})
+    meta.update(training_records=_keep_records(out, record))
     meta.update(study=f"remix-adaptive-{ds}", dataset=ds, n_images=n, remix_detector_fpr=REMIX_DETECTOR_FPR,
                 n_grad=remix.n_grad,
                 remix_detector_threshold=detector.threshold,
@@ -427,7 +440,7 @@ def _write_adaptive(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any])
         "'adaptive / oblivious' is how much of the oblivious robustness survives."
     )
     sections = ["## How much robustness survives an attacker who knows the defense", table,
-                "## Clean accuracy", ctable,
+                "## Clean accuracy", ctable, TRAINING_RECORDS_NOTE,
                 *check_sections(meta, "Each attack again with x2 steps on the same images, oblivious and (against "
                                 "MagNet) adaptive; against the randomized defenses (REMIX, its detector) adaptively "
                                 "only the attack that sets each norm's worst case, with x2 steps and x2 EOT samples "
@@ -452,7 +465,7 @@ def sweep_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
     out = Path(out)
     source = out.parent / f"remix-fig2-{ds}" / "attacks"
     if not (source / "run.json").exists():
-        raise FileNotFoundError(f"{source} holds no Figure 2 run: run `maskdefense reproduce remix-fig2"
+        raise MissingRunError(f"{source} holds no Figure 2 run: run `maskdefense reproduce remix-fig2"
                                 f"{' --quick' if quick else ' --dataset ' + dataset}` first (into {source.parent})")
     defenses, record, _ = build_defenses(dataset, quick=quick, runs_dir=runs_dir, seed=seed, data_root=data_root,
                                       log=log)
@@ -485,6 +498,8 @@ def sweep_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 row["mean_adv"] = sum(accs) / len(accs) if accs else None
                 rows.append(row)
     labels = [k for k in rows[0] if k not in ("n", "k", "reformer", "clean", "mean_adv")]
+    meta.update(training_records=_keep_records(out, record, *(ck for n, (_, ck) in inpainters.items()
+                                                              if ck is not record["remix_inpainter"])))
     meta.update(study=f"remix-sweep-{ds}", dataset=ds, source=str(source), n_images=n_images, ns=list(ns),
                 ks=list(ks), inpainters={n: checkpoint_record(ck) for n, (_, ck) in inpainters.items()},
                 reformer=checkpoint_record(record["remix_reformer"]),
@@ -498,7 +513,8 @@ def sweep_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
              f"({source}), mean over 3 evaluations with fresh partitions. The poster fixes n = "
              f"{N_MASKS.get(dataset)} and k = 1 and says more rounds give 'more chances to drive high-confidence "
              "adversarial examples to the correct class prediction, but may degrade the quality of images'.")
-    write_results(out, title=f"REMIX: masks n and rounds k ({ds})", intro=intro, sections=["## Sweep", table],
+    write_results(out, title=f"REMIX: masks n and rounds k ({ds})", intro=intro,
+                  sections=["## Sweep", table, TRAINING_RECORDS_NOTE],
                   rows=rows, meta=meta)
     return meta
 

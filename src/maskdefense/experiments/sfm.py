@@ -80,8 +80,8 @@ from ..papers.sfm import (ABLATION, CLASSIFIER, DEFENSE_SPECS, FIG3_CLAIMS, FIG4
 from ..provenance import run_metadata
 from ..results import markdown_table, save_figure, write_results
 from ..training.presets import create_preset
-from .common import (check_sections, checkpoint_record, ensure_model, ensure_sfm, flag_lines, harness_wall_time,
-                     keep_training_records)
+from .common import (MissingRunError, check_sections, checkpoint_record, ensure_model, ensure_sfm, flag_lines,
+                     harness_wall_time, keep_training_records)
 
 Log = Callable[[str], None]
 
@@ -674,7 +674,7 @@ def w1_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, 
     source = out.parent / tables / "black-box" / "attacks"
     if not (source / "run.json").exists():
         how = " --quick" if quick else f" --dataset {dataset}"
-        raise FileNotFoundError(f"{source} holds no black-box run: run `maskdefense reproduce sfm-tables{how}` into "
+        raise MissingRunError(f"{source} holds no black-box run: run `maskdefense reproduce sfm-tables{how}` into "
                                 f"{source.parent.parent} first")
     test = lab.test(json.loads((source / "run.json").read_text())["config"]["n"])
     n_gray = lab.size("sweep_gray", limit)
