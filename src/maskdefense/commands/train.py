@@ -217,9 +217,9 @@ def _train_sfm(args: argparse.Namespace, preset: Any) -> int:
     _, meta = train_sfm_on_dataset(
         preset.dataset, preset.classifier, config, out_dir=out, weights=preset.weights,
         classifier_kwargs=preset.classifier_kwargs, masker_name=preset.masker, masker_kwargs=preset.masker_kwargs,
-        preprocess=preset.preprocessor(), classifier_input=preset.classifier_input, init_from=init_from,
-        data_root=args.data_root, limit=args.limit, resume=not args.no_resume, progress=progress_enabled(args),
-        meta={"preset": preset.to_dict()})
+        preprocess=preset.preprocessor(), classifier_input=preset.classifier_input, norm_group=preset.norm_group,
+        init_from=init_from, data_root=args.data_root, limit=args.limit, resume=not args.no_resume,
+        progress=progress_enabled(args), meta={"preset": preset.to_dict()})
     echo(f"test accuracy of the masked pipeline {meta['test_accuracy']:.4f} (mean mask {meta['test_mask_mean']:.3f}, "
          f"L1 mass kept {meta['test_kept']:.3f}) on {meta['n_test']} images; checkpoint {out}/model.safetensors")
     return 0

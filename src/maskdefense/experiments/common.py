@@ -127,13 +127,14 @@ def ensure_sfm(
     init_from, init = _ensure_init(p.init, runs_dir, seed=seed, data_root=data_root, log=log, progress=progress)
     key = sfm_training_key(p.dataset, p.classifier, p.classifier_kwargs, config, masker_name=p.masker,
                            masker_kwargs=p.masker_kwargs, weights=p.weights, preprocess=preprocess,
-                           classifier_input=p.classifier_input, init=init)
+                           classifier_input=p.classifier_input, init=init, norm_group=p.norm_group)
     path = _run_path(p.name, key, runs_dir, seed)
     if not (path.exists() and "test_accuracy" in read_metadata(path)):
         train_sfm_on_dataset(p.dataset, p.classifier, config, out_dir=path.parent, weights=p.weights,
                              classifier_kwargs=p.classifier_kwargs, masker_name=p.masker, masker_kwargs=p.masker_kwargs,
-                             preprocess=preprocess, classifier_input=p.classifier_input, init_from=init_from,
-                             data_root=data_root, log=log, progress=progress, meta={"preset": p.to_dict()})
+                             preprocess=preprocess, classifier_input=p.classifier_input, norm_group=p.norm_group,
+                             init_from=init_from, data_root=data_root, log=log, progress=progress,
+                             meta={"preset": p.to_dict()})
     return load_components(path)
 
 

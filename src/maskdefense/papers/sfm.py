@@ -75,6 +75,13 @@ DEFENSE_SPECS = {t: ",".join([f"method={o['name']}", *(f"{k}={v}" for k, v in o.
                  for t, o in PREPROCESS.items()}
 #: Epochs of Algorithm 1 in the paper (Table 8).
 EPOCHS = 50
+#: Images per L1 and L2 norm of the masker's loss (``norm_group``; :mod:`maskdefense.training.tasks.sfm`): read per
+#: image, Equations 3 and 5 with the paper's weights make the masker the identity (reconstruction outweighs sparsity
+#: ~8x on CIFAR-10); Algorithm 1 computes them on "a mini-batch", and over 64 CIFAR-10 images ``w1 * ||X||_1`` and
+#: ``||X||_2`` balance (222 and 228; 32 images: 114 and 166, 128: 460 and 335). The paper gives no batch size.
+NORM_GROUP = 64
+_NORM_DIFFERS = (f"the loss's L1 and L2 norms over groups of {NORM_GROUP} images of the mini-batch (Algorithm 1's "
+                 "mini-batch; the paper's batch size is not stated): per image its weights give an all-ones mask",)
 #: A masker of width 16 (levels 16-32-64-128) on the CPU, 64 (64-128-256-512, the usual Attention U-Net) full.
 MASKER_CPU = {"width": 16, "depth": 4}
 MASKER_FULL = {"width": 64, "depth": 4}
@@ -129,14 +136,14 @@ def _sfm_cpu(data: str, t: str, epochs: int, init_epochs: int, sized: str = "<= 
     no_flip = ("no horizontal flips (digits)",) if recipe.get("hflip") is False else ()
     return add_preset(SFMPreset(
         f"sfm-{data}-{t}-cpu", data, model, LOSS_WEIGHTS[data], classifier_kwargs=kwargs, init=init,
-        masker_kwargs=MASKER_CPU, preprocess=PREPROCESS[t], epochs=epochs, n_eval=500,
+        masker_kwargs=MASKER_CPU, preprocess=PREPROCESS[t], norm_group=NORM_GROUP, epochs=epochs, n_eval=500,
         **{**CPU_RECIPE, **recipe, "lr": 0.05},
         differs=(f"{what}, pre-trained by preset {init} ({init_epochs} epochs)",
                  "Attention U-Net masker at width 16 (levels 16-32-64-128)",
                  f"{epochs} epoch{'s' * (epochs > 1)} of Algorithm 1 (paper: {EPOCHS}), sized to train in {sized} on "
                  "2 CPU cores",
                  *(d.replace("peak lr 0.1", "peak lr 0.05, both networks") for d in CPU_RECIPE_DIFFERS), *no_flip,
-                 *extra, _UNSTATED[0]),
+                 *extra, _UNSTATED[0], *_NORM_DIFFERS),
         description=f"SFM-Defense on {_TITLE[data]} sized for a 2-core CPU: masker and {short} trained by "
                     f"Algorithm 1 with preprocessing {t}"))
 
@@ -160,16 +167,18 @@ for _t, _spec in PREPROCESS.items():
         _init = f"{CLASSIFIER[_data]}-{_data}-full"
         add_preset(SFMPreset(
             f"sfm-{_data}-{_t}-full", _data, CLASSIFIER[_data], LOSS_WEIGHTS[_data], init=_init,
-            masker_kwargs=MASKER_FULL, preprocess=_spec, epochs=EPOCHS, n_eval=10000, **{**_FULL_OPT, **_recipe},
-            differs=(*_FULL_DIFFERS, f"the target model pre-trained by preset {_init}",
+            masker_kwargs=MASKER_FULL, preprocess=_spec, norm_group=NORM_GROUP, epochs=EPOCHS, n_eval=10000,
+            **{**_FULL_OPT, **_recipe},
+            differs=(*_FULL_DIFFERS, *_NORM_DIFFERS, f"the target model pre-trained by preset {_init}",
                      *(_TINY_DIFFERS if _data == "tiny-imagenet" else ())),
             description=f"SFM-Defense on {_data} as in the paper ({_ARCH[CLASSIFIER[_data]]}, Attention U-Net, "
                         f"{EPOCHS} epochs of Algorithm 1), preprocessing {_t}, for GPU users"))
 # The embedded 8x8 digits (demo and tests): the masker alone (no preprocessing), a 3-level masker of width 8.
 add_preset(SFMPreset("sfm-digits", "digits", "digits_cnn", LOSS_WEIGHTS["cifar10"], init="plain-digits",
-                     masker_kwargs={"width": 8, "depth": 3}, epochs=10, batch_size=64, optimizer="adam", lr=1e-3,
-                     n_eval=360, description="a masker trained with the digits CNN by Algorithm 1, no preprocessing "
-                                             "(demo and tests)"))
+                     masker_kwargs={"width": 8, "depth": 3}, norm_group=NORM_GROUP, epochs=10, batch_size=64,
+                     optimizer="adam", lr=1e-3, n_eval=360,
+                     description="a masker trained with the digits CNN by Algorithm 1, no preprocessing (demo and "
+                                 "tests)"))
 
 # ---- the models of the experiments (maskdefense.experiments.sfm)
 

@@ -514,11 +514,12 @@ def train_denoiser_on_dataset(
 def sfm_training_key(dataset: str, classifier_name: str, classifier_kwargs: dict[str, Any] | None,
                      config: TrainConfig, *, masker_name: str, masker_kwargs: dict[str, Any] | None,
                      weights: Sequence[float], preprocess: nn.Module | None, classifier_input: str,
-                     limit: int | None = None, init: str | None = None) -> dict[str, Any]:
+                     limit: int | None = None, init: str | None = None, norm_group: int = 1) -> dict[str, Any]:
     """The :func:`training_key` of a :func:`train_sfm_on_dataset` run."""
     return training_key(dataset, classifier_name, classifier_kwargs, config, preprocess, limit, init,
                         task={"masker": masker_name, "masker_kwargs": dict(masker_kwargs or {}),
-                              "weights": [float(w) for w in weights], "classifier_input": classifier_input})
+                              "weights": [float(w) for w in weights], "classifier_input": classifier_input,
+                              "norm_group": int(norm_group)})
 
 
 def train_sfm_on_dataset(
@@ -533,6 +534,7 @@ def train_sfm_on_dataset(
     masker_kwargs: dict[str, Any] | None = None,
     preprocess: nn.Module | None = None,
     classifier_input: str = "preprocessed",
+    norm_group: int = 1,
     init_from: str | Path | None = None,
     data_root: str | Path | None = None,
     limit: int | None = None,
@@ -542,12 +544,12 @@ def train_sfm_on_dataset(
     meta: dict[str, Any] | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, Any]]:
     """Train the masker ``masker_name`` with the classifier ``classifier_name`` on ``dataset`` in alternation
-    (:class:`~maskdefense.training.tasks.SparseMaskTask`: loss ``weights`` ``(w1, w2, w3)``, the preprocessing
-    ``preprocess``, ``classifier_input``), validating on the fixed val split; the classifier starts from the
-    single-network checkpoint ``init_from`` when given (pre-training of the target model; its weights hash
-    joins the training key). Then measure the test-time pipeline on the test split (``test_accuracy``,
-    ``test_mask_mean``, ``test_kept``) and write both networks, the components ``"classifier"`` and
-    ``"masker"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns ``(networks, metadata)``."""
+    (:class:`~maskdefense.training.tasks.SparseMaskTask`: loss ``weights`` ``(w1, w2, w3)`` with its norms over
+    ``norm_group`` images, the preprocessing ``preprocess``, ``classifier_input``), validating on the fixed val
+    split; the classifier starts from the single-network checkpoint ``init_from`` when given (pre-training of the
+    target model; its weights hash joins the training key). Then measure the test-time pipeline on the test split
+    (``test_accuracy``, ``test_mask_mean``, ``test_kept``) and write both networks, the components ``"classifier"``
+    and ``"masker"``, to ``out_dir/model.safetensors``, holding the folder's lock. Returns ``(networks, metadata)``."""
     from ..checkpoint import load_into
     from ..data import load_dataset
     from ..models import create_model
@@ -566,10 +568,10 @@ def train_sfm_on_dataset(
         if init_from is not None:
             init = components_of(load_into(classifier, init_from))["model"]["weights_sha256"]
         task = SparseMaskTask(classifier, masker, weights=weights, preprocess=preprocess,
-                              classifier_input=classifier_input)
+                              classifier_input=classifier_input, norm_group=norm_group)
         key = sfm_training_key(dataset, classifier_name, classifier_kwargs, config, masker_name=masker_name,
                                masker_kwargs=masker_kwargs, weights=weights, preprocess=preprocess,
-                               classifier_input=classifier_input, limit=limit, init=init)
+                               classifier_input=classifier_input, limit=limit, init=init, norm_group=norm_group)
         trainer = Trainer(task, train.tensors(), val.tensors(), config, out_dir=out_dir, lock=False, progress=progress,
                           log=log, meta={**(meta or {}), "dataset": dataset, "n_train": len(train), "n_val": len(val),
                                          "training_key": key})

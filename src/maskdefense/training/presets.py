@@ -126,7 +126,8 @@ class SFMPreset(_Trains):
     starts from the model of preset ``init`` (the target model's pre-training; ``None``: from scratch);
     ``masker`` (with ``masker_kwargs``) is the mask generator; ``weights`` are ``(w1, w2, w3)`` of the loss;
     ``preprocess`` names the preprocessing ``T`` as ``{"name": <squeezer>, **options}`` (``None``: the
-    identity); ``classifier_input`` is ``"preprocessed"`` (Algorithm 1) or ``"pipeline"``."""
+    identity); ``classifier_input`` is ``"preprocessed"`` (Algorithm 1) or ``"pipeline"``; ``norm_group``: images
+    per L1 and L2 norm of the loss (1: per image; :mod:`maskdefense.training.tasks.sfm`)."""
 
     name: str
     dataset: str
@@ -138,6 +139,7 @@ class SFMPreset(_Trains):
     masker_kwargs: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] | None = None
     classifier_input: str = "preprocessed"
+    norm_group: int = 1
     n_eval: int = 1000
     epochs: int = field(default=50, kw_only=True)
     optimizer: str = field(default="sgd", kw_only=True)
