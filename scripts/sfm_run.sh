@@ -3,7 +3,8 @@
 # Every step resumes when rerun (trained models in runs/, harness records in the results folders). Estimated
 # compute on 2 cores (src/maskdefense/experiments/sfm.py): ~5 h 20 in all.
 #   train     reproduce sfm-models: the transfer surrogate (seed + 1) and masker + classifier of each
-#             preprocessing (bits, median, nlm; the classifier resnet18-cifar10-cpu exists)          ~3 h 05
+#             preprocessing (bits, median, nlm), and first the classifier resnet18-cifar10-cpu (the
+#             pre-trained target model, ~35 min more) when runs/ does not hold it                     ~3 h 05
 #   tables    reproduce sfm-tables: Tables 1 (black box) and 2 (gray box), budget check               ~45 min
 #   whitebox  reproduce sfm-whitebox: Table 7, adaptive attacks (BPDA, EOT), APGD-CE, Square          ~40 min
 #   cost      reproduce sfm-cost: Table 8 as ratios (training records, timed passes)                  ~3 min

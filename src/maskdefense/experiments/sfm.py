@@ -103,6 +103,18 @@ WHITE_EXTRA = {"APGD-CE-8": "apgd-ce:eps=8/255,norm=Linf,n_iter=50",
 COST_ROUNDS = 3
 #: A masked image keeping less than this fraction of its L1 mass counts as "almost all 0s" (Figure 5).
 NEAR_ZERO = 0.05
+#: A masker keeping at least this fraction of the test images' L1 mass is (nearly) the identity: its rows are FS's.
+NEAR_IDENTITY = 0.98
+
+
+def _masker_verdict(kept: float | None) -> str:
+    """What a trained masker does, from the L1 mass it keeps on the test split (the degenerate ends of Section 4.3:
+    all-ones masks, the masker does nothing; all-zero masks, the collapse)."""
+    if kept is None:
+        return "-"
+    if kept >= NEAR_IDENTITY:
+        return f"identity (keeps >= {NEAR_IDENTITY:.0%}): the SFM rows are FS's"
+    return "collapsed (all-zero masks)" if kept < NEAR_ZERO else "sparse"
 
 #: The defenses of the tables, their display names and the paper's row each one stands beside.
 NAMES = ("vanilla", *(f"fs-{t}" for t in VARIANTS), "tvm", *(f"sfm-{t}" for t in VARIANTS))
@@ -289,7 +301,8 @@ def _models_study_intro(lab: _Lab) -> str:
             f"surrogate ({lab.preset('surrogate').name}: the same architecture and recipe, seed + 1), and "
             f"SFM-Defense's masker + classifier trained by Algorithm 1 with each preprocessing (e.g. {p.name}: the "
             f"classifier starts from {p.init or 'scratch (quick run)'}; loss weights (w1, w2, w3) = "
-            f"{tuple(p.weights)}).")
+            f"{tuple(p.weights)}, the L1 and L2 norms of the loss over groups of {p.norm_group} images: "
+            "`maskdefense.training.tasks.sfm`).")
 
 
 # ---- sfm-models
@@ -309,6 +322,7 @@ def models_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
                      "seed": m.get("seed"), "test_accuracy": m.get("test_accuracy"),
                      "mask_mean": m.get("test_mask_mean"), "kept": m.get("test_kept"),
                      "train_minutes": sum(seconds) / 60 if seconds else None,
+                     "masker": _masker_verdict(m.get("test_kept")) if role.startswith("sfm-") else "-",
                      "differs": "; ".join(getattr(p, "differs", ()))})
     (vanilla, _), (surrogate, _) = lab.model("classifier"), lab.model("surrogate")
     x, y = lab.test(lab.size("stats")).tensors()
@@ -318,10 +332,10 @@ def models_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
                  "both_right": float(((pv == y) & (ps == y)).float().mean())}
     meta.update(study=f"sfm-models-{lab.ds}", surrogate_agreement=agreement)
     lab.finish(out, meta, t_start)
-    table = markdown_table(rows, ["role", "preset", "epochs", "seed", "test_accuracy", "mask_mean", "kept",
+    table = markdown_table(rows, ["role", "preset", "epochs", "seed", "test_accuracy", "mask_mean", "kept", "masker",
                                   "train_minutes", "differs"],
                            ["model", "preset", "epochs", "seed", "test accuracy (SFM: the whole pipeline)",
-                            "mean mask", "L1 mass kept", "training minutes", "differs from the paper"],
+                            "mean mask", "L1 mass kept", "masker", "training minutes", "differs from the paper"],
                            {"test_accuracy": _acc, "mask_mean": lambda v: "-" if v is None else f"{v:.3f}",
                             "kept": _acc, "train_minutes": lambda v: "-" if v is None else f"{v:.1f}"})
     sections = ["## Models", table,
