@@ -6,7 +6,9 @@ image the label, the decision, whether it is certified at each patch size, the m
 seconds. Optionally the adaptive patch attack (:func:`maskdefense.attacks.patch.patch_attack`, seeded per
 batch) runs on the first ``attack_n`` images at each of ``attack_patches``: per image whether it was
 certified at that size and whether the attack changed the decision. A certified image whose decision the
-attack changes is a soundness violation (flag ``SOUNDNESS_VIOLATION``, an error).
+attack changes is a soundness violation (flag ``SOUNDNESS_VIOLATION``, an error; ``maskdefense certify --strict``
+exits with code 3 on it, and the study :func:`maskdefense.experiments.certify.certify_study` raises
+:class:`SoundnessError` once its outputs are written).
 
 The output folder is locked while running (:func:`maskdefense.rundir.exclusive`); a rerun resumes, and
 records of another configuration (certifier, weights, data, patch sizes, attack, batch size, seed, library
@@ -35,9 +37,14 @@ from .harness import (_progress, _unpack, config_digest, config_versions, open_r
                       tensor_hash)
 from .records import RecordStore
 
-__all__ = ["certify_dataset", "summarize_certify", "FORMAT"]
+__all__ = ["certify_dataset", "summarize_certify", "SoundnessError", "FORMAT"]
 
 FORMAT = "maskdefense-certify-v1"
+
+
+class SoundnessError(RuntimeError):
+    """The empirical patch attack changed a certified decision: the certificate, or its implementation, is
+    unsound. Raised after the records and tables are written, so that the broken images can be inspected."""
 
 
 def certify_dataset(

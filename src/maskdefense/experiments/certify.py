@@ -16,7 +16,10 @@ Each run is :func:`maskdefense.eval.certify.certify_dataset` (resumable, per-ima
 digits): on MNIST on every image of every run, so every certified image is attacked; on CIFAR-10 on the first
 images of each run (the cost: see :func:`plan`). The study writes ``README.md`` (tables, the published numbers, the grid
 certificate's feasibility), ``results.json``/``.csv``, ``certified_vs_patch.png``, and refreshes the overview
-``<out>/../certify/README.md`` from every ``certify-<dataset>`` folder beside it.
+``<out>/../certify/README.md`` from every ``certify-<dataset>`` folder beside it. A certified image that the
+attack breaks fails the study loudly: it is logged when its run ends, and once everything is written the study
+raises :class:`~maskdefense.eval.certify.SoundnessError` (a nonzero exit, so ``scripts/certify_run.sh`` stops
+and does not mark the step done).
 
 Compute (2 CPU cores, quiet machine; VGG16/2 ~800 masked copies/s, LeNet-5 ~30,000/s, training VGG16/2
 ~1.5 min per epoch): CIFAR-10 training of 4 base classifiers x 12 epochs ~75 min; certification ~1.3 M masked
@@ -36,7 +39,7 @@ from typing import Any, Callable
 
 from ..certify import build_certifier, feasibility, largest_certifiable
 from ..data import dataset_info, load_dataset
-from ..eval.certify import certify_dataset
+from ..eval.certify import SoundnessError, certify_dataset
 from ..papers.certify import (DS_BAND, DS_BLOCK, DS_THRESHOLD, GRID_CELL, GRID_RATES, PC_CUTOUT, PC_K, published)
 from ..provenance import atomic_write_text, run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
@@ -133,6 +136,9 @@ def certify_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
             attack_steps=steps, attack_locations=locations, command=meta["command"],
             checkpoint_meta=ck)
         attack = summary["attack"][0] if summary["attack"] else {}
+        if attack.get("certified_broken"):
+            log(f"[certify] SOUNDNESS VIOLATION in {r.name}: the patch attack changed {attack['certified_broken']} "
+                f"certified decisions at patch size {attack['patch']} (records: {out / r.name / 'records.jsonl'})")
         rows.append({"run": r.name, "certifier": r.label, "spec": r.spec, "model": ck.get("arch"),
                      "model_preset": r.preset, "n": summary["n"], "clean": summary["clean_accuracy"],
                      **{f"certified_{row['patch']}": row["certified_accuracy"] for row in summary["rows"]},
@@ -154,6 +160,11 @@ def certify_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
                 certify_wall_time_s_total=_wall(out, [r["run"] for r in rows]))
     _write(out, rows, meta)
     write_overview(out.parent)
+    broken = [f"{r['run']} ({r['certified_broken']} at {r['attack_patch']}x{r['attack_patch']})"
+              for r in rows if r["certified_broken"]]
+    if broken:
+        raise SoundnessError(f"the patch attack changed certified decisions: {', '.join(broken)}; see {out}/README.md "
+                             "and each run's records.jsonl (kind 'attack', certified and broken)")
     return meta
 
 
@@ -210,6 +221,9 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
                     if all(r["attack_n"] in (0, r["n"]) for r in meta["runs"]) else
                     "It ran on the first images of each run only (counts below): on VGG16/2 it costs ~40 s per "
                     "image, every image of every run ~10 h on this CPU; the MNIST study attacks every image.")
+                 + ("\n\n**SOUNDNESS VIOLATION: a certified decision was changed; the certificate or its "
+                    "implementation is wrong, and the certified accuracies above are not to be trusted.**"
+                    if broken else "")
                  + "\n\n" + sound),
                 "## When can the grid certificate certify anything?",
                 ("A certificate needs at least half of the masks to hide every cell the patch touches "
