@@ -125,6 +125,29 @@ def test_location_margins_are_exact_against_enumeration():
     assert checked > 500
 
 
+def test_location_margins_are_exact_for_multi_class_votes():
+    """Derandomized smoothing's threshold votes (a copy may vote for several classes, or none): the margin is
+    >= 0 iff no choice of the affected copies' vote sets (any subset of the classes each) changes the decision."""
+    g = torch.Generator().manual_seed(1)
+    keep = band_masks(5, 2)
+    subsets = list(itertools.product((0, 1), repeat=3))
+    outcomes = set()
+    for _ in range(6):
+        votes = (torch.rand(1, keep.shape[0], 3, generator=g) < 0.45).long()
+        decision = top_class(votes.sum(dim=1))
+        for p in (1, 2):
+            aff = affected_copies(keep, p)
+            margin = location_margins(votes, aff, decision)[0]
+            for l in range(aff.shape[0]):
+                idx = torch.nonzero(aff[l]).flatten().tolist()
+                fixed = votes[0, ~aff[l]].sum(dim=0)
+                survives = all(int(top_class((fixed + torch.tensor(c).sum(dim=0))[None])[0]) == int(decision[0])
+                               for c in itertools.product(subsets, repeat=len(idx)))
+                assert (int(margin[l]) >= 0) == survives
+                outcomes.add(survives)
+    assert outcomes == {True, False}
+
+
 # ---- each certificate against brute force over every patch location (pixel level)
 
 
@@ -207,6 +230,43 @@ def test_patchcleanser_certificate_against_every_location():
             assert not bool((cert.certified[:, j] & changed).any())
         assert bool(cert.certified[:, 1].any())
         assert cert.passes[0] == pc.passes(8, 8) == len(pc.mask_set(8, 8).origins) * (len(pc.mask_set(8, 8).origins) + 1) // 2
+
+
+@pytest.mark.parametrize("n, p, k", [(7, 3, 2), (8, 2, 2), (9, 2, 3)])
+def test_patchcleanser_certificate_against_every_two_mask_map(n, p, k):
+    """The certificate (every two-mask prediction equals the decision) against brute force over every patch
+    location and every prediction the patch can cause: on the patched image the copy (i, j) is the clean one
+    when masks i and j together hide the patch, any other copy may predict any of 3 classes. Every such map
+    must double-mask to the decision. And one wrong two-mask prediction is enough for a patch to change it."""
+    cs = covering_masks(n, p, k=k)
+    m = cs.masks.shape[0]
+    removed = (cs.masks.flatten(1) == 0)  # (M, HW)
+    patches = patch_mask(n, p, patch_locations(n, p)).flatten(1) > 0  # (L, HW)
+    hidden = (patches[:, None, None, :] <= (removed[None, :, None, :] | removed[None, None, :, :])).all(dim=3)
+    assert bool(hidden.diagonal(dim1=1, dim2=2).any(dim=1).all())  # R-covering: some one-mask copy hides it
+    free_sets = {tuple((i, j) for i in range(m) for j in range(i, m) if not hidden[l, i, j])
+                 for l in range(hidden.shape[0])}
+    g = torch.Generator().manual_seed(0)
+    for y in range(3):
+        clean = torch.full((m, m), y, dtype=torch.long)
+        assert double_masking(clean) == y
+        for free in free_sets:
+            maps = (itertools.product(range(3), repeat=len(free)) if len(free) <= 6 else
+                    (torch.randint(0, 3, (len(free),), generator=g).tolist() for _ in range(300)))
+            for values in maps:
+                patched = clean.clone()
+                for (i, j), v in zip(free, values):
+                    patched[i, j] = patched[j, i] = v
+                assert double_masking(patched) == y
+    # tightness: one wrong two-mask prediction (c, j) in the row of the only mask c hiding some location l, and a
+    # patch at l (it controls every other one-mask copy) changes the decision: majority 1, the disagreer c fails
+    one_mask = hidden.diagonal(dim1=1, dim2=2)  # (L, M)
+    l = int(torch.nonzero(one_mask.sum(dim=1) == 1).flatten()[0])
+    c = int(torch.nonzero(one_mask[l]).flatten()[0])
+    clean = torch.zeros(m, m, dtype=torch.long)
+    clean[c, (c + 1) % m] = clean[(c + 1) % m, c] = 1
+    patched = torch.where(hidden[l], clean, torch.ones_like(clean))
+    assert double_masking(clean) == 0 and double_masking(patched) == 1
 
 
 def test_patchcleanser_random_patches_never_break_a_certificate():
@@ -434,3 +494,21 @@ def test_reproduce_certify_quick(tmp_path, capsys):
     assert main(argv) == 0
     assert (out / "ds-column" / "records.jsonl").stat().st_mtime_ns == stamp  # nothing recomputed
     assert json.loads((out / "results.json").read_text())["rows"] == data["rows"]
+
+
+def test_certify_study_fails_loudly_on_an_unsound_certificate(tmp_path, monkeypatch):
+    """A deliberately unsound certificate (derandomized smoothing with Delta = 0: any lead "certifies") must be
+    caught: the patch attack breaks certified decisions, the study writes its tables, then raises."""
+    import maskdefense.experiments.certify as study
+    from maskdefense.eval.certify import SoundnessError
+
+    importlib.import_module("maskdefense.papers.certify")
+    only = [r for r in study.plan("digits") if r.name == "ds-column"]
+    monkeypatch.setattr(study, "plan", lambda ds: [study.replace(r, attack_n=r.n) for r in only])
+    monkeypatch.setattr(DerandomizedSmoothing, "delta", lambda self, patch, h, w: 0)
+    out = tmp_path / "results" / "certify-quick"
+    logs: list[str] = []
+    with pytest.raises(SoundnessError, match="ds-column"):
+        study.certify_study(out, quick=True, runs_dir=tmp_path / "runs", log=logs.append)
+    assert "SOUNDNESS VIOLATION" in (out / "README.md").read_text()
+    assert any("SOUNDNESS VIOLATION" in line for line in logs)
