@@ -222,6 +222,53 @@ def test_detector_weights_restart_the_adaptive_attack_where_it_failed(trained, t
         evaluate(d, data, attack, "adaptive", out_dir=tmp_path / "bad", progress=False, detector_weight=(1.0, 0.0))
 
 
+class _MeanDetector(Defense):
+    """Class 1 when the image's mean exceeds 0.25 (logits ``[0.5, 2 mean]``), score = the mean, rejected above 0.8."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Identity())
+
+    def contract(self) -> Contract:
+        return Contract(rejects=True, reject_threshold=0.8)
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([torch.full_like(m, 0.5), 2 * m], 1)
+
+    def detect(self, x, *, generator=None):
+        return x.mean((1, 2, 3))
+
+
+def test_detector_weight_restarts_keep_an_example_that_fools_the_defense(monkeypatch):
+    """At weight 1 the attack returns an example of mean 0.7: class 1 (label 0) and score 0.7 < 0.8, so it fools the
+    defense; the detector-aware target still ranks the label first (logsumexp(0.5, 1.4 - 0.1) > 1.4). The restart
+    at weight 2 (an example of mean 0.1, not fooling) must not replace it: what fooled is the defense's decision."""
+    from maskdefense.eval import harness
+
+    d = _MeanDetector()
+    x, y = torch.zeros(1, 1, 2, 2), torch.zeros(1, dtype=torch.long)
+    target, _ = make_target(d, "adaptive")
+
+    def fake_attack(spec, tgt, xb, yb, seed):
+        v = 0.7 if target.weight == 1.0 else 0.1
+        return torch.full_like(xb, v), harness.verify_perturbation(xb, torch.full_like(xb, v), "linf", 1.0), 0.0
+
+    monkeypatch.setattr(harness, "_attack_batch", fake_attack)
+    spec = harness.parse_attack_spec("pgd-linf:eps=1.0")
+    with torch.no_grad(), bound_labels(target, y):
+        assert target(torch.full_like(x, 0.7)).argmax(1).item() == 0  # the target's arg-max: not fooled
+    assert d.predict(torch.full_like(x, 0.7)).item() == 1  # the defense: fooled, not rejected
+
+    def fools(xe, ye, k):
+        p = d.predict(xe)
+        return (p != ye) & (p != REJECT)
+
+    x_adv, _, _ = harness._over_detector_weights(spec, target, x, y, (1.0, 2.0), lambda k: k, fools)
+    assert torch.allclose(x_adv, torch.full_like(x, 0.7)) and target.weight == 1.0
+    x_old, _, _ = harness._over_detector_weights(spec, target, x, y, (1.0, 2.0), lambda k: k)  # the target's arg-max
+    assert torch.allclose(x_old, torch.full_like(x, 0.1))  # (what the restarts did before: the fooling example lost)
+
+
 def test_apgd_whole_batch_equals_the_library_on_one_restart(trained):
     from maskdefense.attacks.backends.autoattack import _apgd, _apgd_whole_batch
 

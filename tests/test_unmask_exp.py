@@ -215,6 +215,23 @@ def test_the_adaptive_target_gets_a_gradient_through_detect():
     assert (with_detector - grad(target)).abs().sum() > 0
 
 
+def test_the_adaptive_attack_moves_the_parts_to_the_new_class_and_passes_the_test():
+    """Hand-made UNMASK (tests/test_unmask.py): parts red, green, blue (image quarters); class 0 = {red, green},
+    class 1 = {red, blue}. The image shows {red, green} (label 0), M says 1: d = 1 - 1/3 >= 0.5, rejected. The
+    detector-aware attack must remove green and add blue (K's parts -> V[1]) so that the example passes."""
+    from maskdefense.attacks.run import run_attack
+    from maskdefense.defenses.base import REJECT
+    from test_unmask import _images, _unmask
+
+    x, y = _images({0, 1}, {0, 1}), torch.zeros(2, dtype=torch.long)
+    u = _unmask([1, 1], threshold=0.5, scale=10.0, temperature=0.05)
+    assert u.predict(x).tolist() == [REJECT, REJECT]
+    target, _ = make_target(u, "adaptive", detector_weight=10.0)
+    with bound_labels(target, y):
+        xa = run_attack("pgd-linf:eps=1.0,steps=40", target, x, y, torch.Generator().manual_seed(0))
+    assert u.part_sets(xa).tolist() == [[1, 0, 1]] * 2 and u.predict(xa).tolist() == [1, 1]
+
+
 # ---- the studies, quick ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

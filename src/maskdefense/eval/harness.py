@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import AttackSpec, parse_attack_spec, parse_attacks, run_attack
-from ..defenses.base import Contract, Defense, NoDefense, contract_of
+from ..defenses.base import REJECT, Contract, Defense, NoDefense, contract_of
 from ..provenance import atomic_write_bytes, atomic_write_json, atomic_write_text, library_versions, run_metadata
 from ..rundir import exclusive
 from ..seeding import derive_seed, seeded
@@ -270,10 +270,16 @@ def _detector_weights(w: float | Sequence[float]) -> tuple[float, ...]:
 
 
 def _over_detector_weights(spec: AttackSpec, target: nn.Module, x: Tensor, y: Tensor, weights: Sequence[float],
-                           seed_of: Callable[[int], int]) -> tuple[Tensor, Any, float]:
+                           seed_of: Callable[[int], int],
+                           fools: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> tuple[Tensor, Any, float]:
     """The attack restarted with each detector weight in turn (see :func:`evaluate`'s ``detector_weight``) on the
-    examples the previous weights did not make fool the target; per example the first fooling example, else the
-    last weight's. The target's weight is back at ``weights[0]`` afterwards."""
+    examples the previous weights did not make fool the defense; per example the first fooling example, else the
+    last weight's. The target's weight is back at ``weights[0]`` afterwards.
+
+    ``fools(x_adv, y, k)`` (bool, per example) decides what fooled: the defense's own decision (the harness passes
+    ``predict``: not the label and not rejected). The target's arg-max is only a fallback: its merged logit
+    ``logsumexp(Z_y, G)`` exceeds ``max Z`` also where the detector's margin is slightly *below* the threshold, so
+    an example that passes the detector can look caught, and its restart would overwrite it with a worse one."""
     parts = [m for m in target.modules() if isinstance(m, DetectorAware)]
     x_out, todo, total = x.clone(), torch.ones(x.shape[0], dtype=torch.bool), 0.0
     try:
@@ -285,7 +291,8 @@ def _over_detector_weights(spec: AttackSpec, target: nn.Module, x: Tensor, y: Te
                 x_adv, ver, dt = _attack_batch(spec, target, x[idx], y[idx], seed_of(k))
                 x_ok = torch.where(ver.valid.view(-1, *[1] * (x.dim() - 1)), x_adv, x[idx])
                 with _fork(seed_of(k)), torch.no_grad():
-                    fooled = (target(x_ok).argmax(1) != y[idx]).cpu() & ver.valid.cpu()
+                    hit = fools(x_ok, y[idx], k) if fools is not None else target(x_ok).argmax(1) != y[idx]
+                    fooled = hit.cpu() & ver.valid.cpu()
             total += dt
             x_out[idx] = x_adv
             todo[idx[fooled]] = False
@@ -659,9 +666,13 @@ def _run_tasks(defense: Defense, contract: Contract, x: Tensor, y: Tensor,
         target = targets[t][0]
         xb, yb = x[s:e], y[s:e]
         if t is ThreatModel.WHITE_BOX_ADAPTIVE and contract.rejects and len(detector_weights) > 1:
+            def fools(xe: Tensor, ye: Tensor, k: int) -> Tensor:
+                p = _predict(defense, xe, seed, "restart", t.value, spec.key, s, k)
+                return (p != ye.cpu()) & (p != REJECT)
+
             x_adv, ver, dt = _over_detector_weights(spec, target, xb, yb, detector_weights,
                                                     lambda k: derive_seed(seed, "attack", t.value, spec.key, s,
-                                                                          *((f"weight{k}",) if k else ())))
+                                                                          *((f"weight{k}",) if k else ())), fools)
         else:
             with bound_labels(target, yb):
                 x_adv, ver, dt = _attack_batch(spec, target, xb, yb, derive_seed(seed, "attack", t.value, spec.key, s))
