@@ -271,15 +271,15 @@ def _detector_weights(w: float | Sequence[float]) -> tuple[float, ...]:
 
 def _over_detector_weights(spec: AttackSpec, target: nn.Module, x: Tensor, y: Tensor, weights: Sequence[float],
                            seed_of: Callable[[int], int],
-                           fools: Callable[[Tensor, Tensor, int], Tensor] | None = None) -> tuple[Tensor, Any, float]:
+                           fools: Callable[[Tensor, Tensor, int], Tensor]) -> tuple[Tensor, Any, float]:
     """The attack restarted with each detector weight in turn (see :func:`evaluate`'s ``detector_weight``) on the
     examples the previous weights did not make fool the defense; per example the first fooling example, else the
     last weight's. The target's weight is back at ``weights[0]`` afterwards.
 
     ``fools(x_adv, y, k)`` (bool, per example) decides what fooled: the defense's own decision (the harness passes
-    ``predict``: not the label and not rejected). The target's arg-max is only a fallback: its merged logit
-    ``logsumexp(Z_y, G)`` exceeds ``max Z`` also where the detector's margin is slightly *below* the threshold, so
-    an example that passes the detector can look caught, and its restart would overwrite it with a worse one."""
+    ``predict``: not the label and not rejected), not the target's arg-max: its merged logit ``logsumexp(Z_y, G)``
+    exceeds ``max Z`` also where the detector's margin is slightly *below* the threshold, so an example that passes
+    the detector can look caught, and its restart would overwrite it with a worse one."""
     parts = [m for m in target.modules() if isinstance(m, DetectorAware)]
     x_out, todo, total = x.clone(), torch.ones(x.shape[0], dtype=torch.bool), 0.0
     try:
@@ -291,8 +291,7 @@ def _over_detector_weights(spec: AttackSpec, target: nn.Module, x: Tensor, y: Te
                 x_adv, ver, dt = _attack_batch(spec, target, x[idx], y[idx], seed_of(k))
                 x_ok = torch.where(ver.valid.view(-1, *[1] * (x.dim() - 1)), x_adv, x[idx])
                 with _fork(seed_of(k)), torch.no_grad():
-                    hit = fools(x_ok, y[idx], k) if fools is not None else target(x_ok).argmax(1) != y[idx]
-                    fooled = hit.cpu() & ver.valid.cpu()
+                    fooled = fools(x_ok, y[idx], k).cpu() & ver.valid.cpu()
             total += dt
             x_out[idx] = x_adv
             todo[idx[fooled]] = False
