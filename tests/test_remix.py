@@ -377,3 +377,42 @@ def test_sweep_quick_reuses_the_figure_2_examples(tmp_path, quick_runs, capsys):
         assert {q["label"] for q in s["rows"]} == {q["label"] for q in attacks}
         assert all(r[q["label"]] == q["defense_acc"] for q in s["rows"])
     assert sorted(p.name for p in (out / "checkpoints").glob("*.json")) == sorted(data["meta"]["training_records"])
+
+
+def test_l2_unsettled_is_the_worst_adaptive_l2_row_failing_its_budget_check():
+    from maskdefense.experiments.remix import l2_unsettled
+
+    rows = [{"attack": "pgd-l2", "norm": "l2", "eps": 2.0, "threat": "adaptive", "defense_acc": 0.6},
+            {"attack": "cw-l2", "norm": "l2", "eps": 2.0, "threat": "adaptive", "defense_acc": 0.7},
+            {"attack": "pgd-linf", "norm": "linf", "eps": 0.3, "threat": "adaptive", "defense_acc": 0.1},
+            {"attack": "pgd-l2", "norm": "l2", "eps": 2.0, "threat": "gray-box", "defense_acc": 0.9}]
+    moved = lambda attack, threat="adaptive": [{"attack": attack, "threat": threat, "enough": False}]
+    assert l2_unsettled(rows, moved("pgd-l2"))
+    assert not l2_unsettled(rows, moved("cw-l2"))  # not the reported (worst) L2 number
+    assert not l2_unsettled(rows, moved("pgd-linf"))  # another norm
+    assert not l2_unsettled(rows, moved("pgd-l2", "gray-box"))  # the oblivious number
+    assert not l2_unsettled(rows, [{"attack": "pgd-l2", "threat": "adaptive", "enough": True}])
+
+
+def test_adaptive_quick_adds_the_l2_attacks_where_l2_is_unsettled(tmp_path, quick_runs, monkeypatch):
+    import json
+
+    from maskdefense.cli import main
+    from maskdefense.experiments import remix as R
+
+    monkeypatch.setattr(R, "l2_unsettled", lambda rows, checked: True)  # quick budgets never check L2 adaptively
+    out = tmp_path / "adaptive"
+    assert main(["reproduce", "remix-adaptive", "--quick", "--runs-dir", str(quick_runs), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    for name in ("magnet", "remix", "remix+reformer", "remix-detector"):
+        extra = json.loads((out / name / R.L2_EXTRA / "summary.json").read_text())["rows"]
+        labels = {r["label"] for r in extra}
+        want = {"apgd-ce:eps=2.0,norm=L2,n_iter=5"} | ({"pgd-cw-l2:eps=2.0,steps=5"} if "magnet" in name or
+                                                          "detector" in name else set())
+        assert labels == want
+        for r in extra:  # in the study's table, and budget-checked
+            row = next(q for q in data["rows"] if (q["defense"], q["attack"], q["threat"]) == (name, r["label"],
+                                                                                              r["threat"]))
+            assert row["defense_acc"] == r["defense_acc"]
+        assert any(b["defense"] == name and b["label"] in want for b in data["meta"]["budget_check"])
+    assert R.L2_EXTRA in (out / "README.md").read_text()
