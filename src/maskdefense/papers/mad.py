@@ -304,7 +304,9 @@ add_preset(Preset(
     "parseval-cifar10-cpu", "cifar10", "vgg16_half", epochs=10, n_eval=200, **{**CPU_RECIPE, "lr": 0.05},
     init="plain-cifar10-cpu", task={"name": "parseval", "beta": PARSEVAL_BETA},
     differs=(*_CPU_SIZE, *_FROM_PLAIN, "10 epochs (Parseval networks: 200 from scratch)",
-             "convex aggregation not applied: VGG16 has no residual branches", *CPU_RECIPE_DIFFERS),
+             "convex aggregation not applied: VGG16 has no residual branches",
+             "a 3x3 convolution's unfolded weight retracted as 3 W (1-Lipschitz by the paper's bound); MAD ran "
+             "parsnet's TightFrame, which leaves convolutions unscaled", *CPU_RECIPE_DIFFERS),
     description="Parseval network: VGG16/2 with the orthonormality retraction (beta 0.0003) after every step, "
                 "10 epochs from plain-cifar10-cpu (~16 min on 2 cores)"))
 add_preset(Preset(
