@@ -5,9 +5,10 @@
 #           92 s), MagNet's autoencoder (60 x ~20 s), the DnCNN with MSE then stability (8 x ~1.5 min + 8 x ~3.5 min),
 #           Parseval (10 x ~95 s), PCL (10 x ~100 s), PGD-AT (8 x ~6 min: 3-step PGD): ~2 h
 #   table6  reproduce mad-table6: gray-box examples against plain-cifar10-cpu on 200 images (~7 min), MagNet and
-#           Denoised Smoothing on them (~15-22 min), Parseval / PCL / PGD-AT white-box (~6-10 min each), MagNet
-#           adaptive on 50 images with 3 detector weights and the APGD-CE and PGD-CW rows (~40-70 min), Denoised
-#           Smoothing adaptive with EOT on 25 (~35-50 min), budget checks of all five (~80-110 min): ~3.5-4.5 h.
+#           Denoised Smoothing on them (~15-22 min), Parseval / PCL / PGD-AT white-box with the APGD-CE and
+#           PGD-CW rows (~8-13 min each), MagNet adaptive on 50 images with 3 detector weights and those rows
+#           (~40-70 min), Denoised Smoothing adaptive with EOT on 25 (~35-50 min), budget checks of all five
+#           (~90-125 min): ~3.7-4.8 h.
 #           MAD's columns are read from results/mad-table-cifar10 (the Table 4 study; not rerun here)
 #   pack    gzip the per-example records for committing (scripts/pack_records.sh)
 # Usage: bash scripts/baselines_run.sh [step ...]   (default: train table6 pack)

@@ -346,15 +346,19 @@ def test_table6_quick_runs_and_resumes(tmp_path):
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
     assert rows[0]["attack"] == "Benign" and len(rows) == 9
-    extra = rows[-2:]  # the adaptive runs' APGD-CE and PGD-CW rows: MagNet and Denoised Smoothing only
+    extra = rows[-2:]  # APGD-CE and PGD-CW: the adaptive runs and the white-box networks, not in Table 6
     rows = rows[:-2]
     assert [e["attack"].split()[0] for e in extra] == ["APGD-CE", "PGD-CW"]
     for e in extra:
-        assert e["extra"] and "pgd-at" not in e
+        assert e["extra"] and "pgd-at" not in e  # not in the gray-box (paper's) table
         for name in ("magnet", "denoised-smoothing"):
             summary = {(q["label"], q["threat"]): q
                        for q in json.loads((out / f"{name}-adaptive" / "summary.json").read_text())["rows"]}
             assert e[f"{name}_adaptive"] == summary[(e["attack"], "adaptive")]["defense_acc"]
+        for name in ("parseval", "pcl", "pgd-at"):
+            summary = {q["label"]: q for q in json.loads((out / name / "summary.json").read_text())["rows"]}
+            assert e[f"{name}_adaptive"] == summary[e["attack"]]["defense_acc"]
+    assert {b["label"] for b in data["meta"]["budget_check"] if b["defense"] == "pcl"} >= {e["attack"] for e in extra}
     assert json.loads((out / "magnet-adaptive" / "run.json").read_text())["config"]["detector_weight"] == \
         [1.0, 10.0, 100.0]
     magnet_sanity = [q["label"] for q in json.loads((out / "magnet-adaptive" / "summary.json").read_text())["rows"]

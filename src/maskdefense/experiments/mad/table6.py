@@ -12,10 +12,11 @@ How each baseline is attacked:
   a rejection counting as defended); Denoised Smoothing end to end through the denoiser and the noise (EOT: the log
   of the mean softmax over ``n_grad`` noise draws per gradient), its decision Cohen et al.'s vote with abstention
   (an abstention counts as an error). For Parseval, PCL and PGD-AT the adaptive column *is* the gray-box one.
-  Both adaptive runs add two rows Table 6 does not have, APGD-CE and PGD-CW (PGD on Carlini and Wagner's margin
-  loss) at the suite's largest Linf epsilon (:func:`extra_rows`): Foolbox's BIM and PGD return their last iterate,
-  which MagNet's detectors may still catch, and their cross-entropy saturates once the detected class dominates;
-  both extra attacks return their best iterate (fooled and not rejected). MagNet's adaptive attacks are restarted
+  The adaptive runs and the three networks add two rows Table 6 does not have, APGD-CE and PGD-CW (PGD on Carlini
+  and Wagner's margin loss) at the suite's largest Linf epsilon (:func:`extra_rows`): Foolbox's BIM and PGD return
+  their last iterate, which MagNet's detectors may still catch, and their cross-entropy saturates once the detected
+  class dominates (or, on a network trained with label smoothing or a prototype loss, flattens where the margin
+  does not); both extra attacks return their best iterate (fooled and not rejected). MagNet's adaptive attacks are restarted
   with the detector weights :data:`~maskdefense.eval.DETECTOR_WEIGHTS`.
 
 MAD's own numbers come from ``mad-table-cifar10`` (its ``results.json`` beside this study's folder), not
@@ -137,8 +138,8 @@ def table6_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
                                                 repeats=1, progress=False, command=meta["command"])}
     for name, (model, ck) in nets.items():
         log(f"[mad-table6] {name}: the network is the model (gray-box = white-box) on {n} images")
-        reports[name] = evaluate(NoDefense(model.eval()), test, specs, "gray-box", out_dir=out / name, sanity=None,
-                                 checkpoint_meta=ck, **common)
+        reports[name] = evaluate(NoDefense(model.eval()), test, [*specs, *extra_specs], "gray-box", out_dir=out / name,
+                                 sanity=None, checkpoint_meta=ck, **common)
     adaptive = {}
     adaptive_runs = (("magnet", magnet, n_mag, {"detector_weight": DETECTOR_WEIGHTS}),
                      ("denoised-smoothing", smoothing, n_ds, {"repeats": 1}))
@@ -154,8 +155,7 @@ def table6_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
                       for name, d, k, extra in adaptive_runs]
         for name, d, data, rep, where, extra in rechecked:
             log(f"[mad-table6] budget check: {name}")
-            rows, flags = budget_check(d, data, rep, checked + (extra_specs if name in adaptive else []),
-                                       out_dir=where, **extra, **common)
+            rows, flags = budget_check(d, data, rep, checked + extra_specs, out_dir=where, **extra, **common)
             budget_rows += [{**r, "defense": name} for r in rows]
             budget_flags += [{**f.to_dict(), "run": f"{name} budget-x{BUDGET_FACTOR}"} for f in flags]
 
@@ -192,6 +192,8 @@ def table6_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
         for col, arep in adaptive.items():
             extra_row[f"{col}_gray_sub"] = arep.row(spec.label, "gray-box")["defense_acc"]
             extra_row[f"{col}_adaptive"] = arep.row(spec.label, "adaptive")["defense_acc"]
+        for col in NETWORKS:  # the network is the model: white-box
+            extra_row[f"{col}_adaptive"] = reports[col].row(spec.label, "gray-box")["defense_acc"]
         rows.append(extra_row)
     flags = [{**f.to_dict(), "run": name} for name, rep in
              [("attacks-base", source), *reports.items(), *((f"{k}-adaptive", v) for k, v in adaptive.items())]
@@ -332,10 +334,11 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         f"through the denoiser and the noise, EOT over {meta['n_grad']} noise draws per gradient. MagNet's adaptive "
         "attacks are restarted with detector weights "
         f"{', '.join(f'{w:g}' for w in DETECTOR_WEIGHTS)} on the examples the previous weight left (the weight of "
-        "the detector's score against the logits). Both adaptive runs add two rows Table 6 does not have, APGD-CE "
-        "and PGD-CW (PGD on Carlini and Wagner's margin loss) at the suite's largest Linf epsilon: Foolbox's BIM "
-        "and PGD return their last iterate, which MagNet's detectors may still catch, and their cross-entropy "
-        "saturates once the detected class dominates; both extra attacks return their best iterate. "
+        "the detector's score against the logits). Both adaptive runs and the three networks add two rows Table 6 "
+        "does not have, APGD-CE and PGD-CW (PGD on Carlini and Wagner's margin loss) at the suite's largest Linf "
+        "epsilon: Foolbox's BIM and PGD return their last iterate, which MagNet's detectors may still catch, and "
+        "their cross-entropy saturates once the detected class dominates (or flattens on a network trained with "
+        "label smoothing or a prototype loss); both extra attacks return their best iterate. "
         + _magnet_text(meta["magnet"], base["preset"]) +
         f" Denoised Smoothing: sigma {sm['sigma']}, Cohen et al.'s prediction with n = {sm['n']} noisy copies and "
         f"abstention at alpha = {sm['alpha']} (an abstention counts as an error), evaluated once. PGD-AT (Linf eps "
@@ -353,7 +356,7 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         ["role", "preset", "training", "test", "differs"],
         ["model", "preset", "training", "test set", "how it differs from its paper's setting"])
     how = ("The largest-epsilon Linf row of each attack and Carlini-Wagner again with x2 budget (and x2 EOT samples "
-           "adaptively), for Parseval, PCL and PGD-AT (white-box) and both adaptive runs (with their extra rows).")
+           "adaptively), for Parseval, PCL and PGD-AT (white-box) and both adaptive runs, with the extra rows.")
     closing = check_sections(meta, how, defense_name=TABLE6_NAMES.get) if meta.get("budget_check") else \
         ["## Is the attack budget enough?", "(not run)", "## Integrity flags", flag_lines(meta["flags"]),
          f"Wall time of the harness runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
