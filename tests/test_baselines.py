@@ -404,7 +404,7 @@ def test_train_command_trains_a_presets_task(tmp_path, capsys):
     out = tmp_path / "parseval"
     assert main(["train", "--preset", "parseval-digits", "--from-scratch", "--epochs", "1", "--out", str(out)]) == 0
     task = read_metadata(out / "model.safetensors")["training_key"]["task"]
-    assert task == {"name": "parseval", "beta": 0.01}
+    assert task == {"name": "parseval", "beta": 0.01, "conv_scaling": True}
     assert main(["train", "--preset", "dncnn-digits", "--out", str(tmp_path / "d")]) != 0
     assert "mad-table6" in capsys.readouterr().err
 

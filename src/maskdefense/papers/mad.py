@@ -302,7 +302,7 @@ PGD_AT = {"eps": 8 / 255, "steps": 7, "alpha": 2 / 255}
 _FROM_PLAIN = ("fine-tunes plain-cifar10-cpu (the paper: trained as its reference code trains; MAD does not say)",)
 add_preset(Preset(
     "parseval-cifar10-cpu", "cifar10", "vgg16_half", epochs=10, n_eval=200, **{**CPU_RECIPE, "lr": 0.05},
-    init="plain-cifar10-cpu", task={"name": "parseval", "beta": PARSEVAL_BETA},
+    init="plain-cifar10-cpu", task={"name": "parseval", "beta": PARSEVAL_BETA, "conv_scaling": True},
     differs=(*_CPU_SIZE, *_FROM_PLAIN, "10 epochs (Parseval networks: 200 from scratch)",
              "convex aggregation not applied: VGG16 has no residual branches",
              "a 3x3 convolution's unfolded weight retracted as 3 W (1-Lipschitz by the paper's bound); MAD ran "
@@ -344,7 +344,7 @@ add_preset(DenoiserPreset(
 # Full-size presets for GPU users: the papers' settings (cosine instead of step schedules).
 _FULL = {**CPU_RECIPE, "precision": "fp32", "channels_last": False, "schedule": "cosine", "warmup": 0.25}
 add_preset(Preset("parseval-cifar10-paper", "cifar10", "vgg16", epochs=200, n_eval=10000, **_FULL,
-                  task={"name": "parseval", "beta": PARSEVAL_BETA},
+                  task={"name": "parseval", "beta": PARSEVAL_BETA, "conv_scaling": True},
                   description="Parseval VGG16 on CIFAR-10 from scratch, 200 epochs, beta 0.0003 (GPU)"))
 add_preset(Preset("pcl-cifar10-paper", "cifar10", "vgg16", epochs=400, n_eval=10000, **{**_FULL, "lr": 0.01,
                                                                                           "label_smoothing": 0.0},
@@ -364,7 +364,8 @@ add_preset(Preset("plain-digits-short", "digits", "digits_cnn", epochs=3, batch_
                   description="digits CNN without masking, 3 epochs: the base of the baselines' digits stand-ins"))
 add_preset(Preset("parseval-digits", "digits", "digits_cnn", epochs=3, batch_size=64, n_eval=360,
                   init="plain-digits-short",
-                  task={"name": "parseval", "beta": 0.01}, description="Parseval digits CNN (tests)"))
+                  task={"name": "parseval", "beta": 0.01, "conv_scaling": True},
+                  description="Parseval digits CNN (tests)"))
 add_preset(Preset("pcl-digits", "digits", "digits_cnn", epochs=3, batch_size=64, n_eval=360,
                   init="plain-digits-short",
                   task={"name": "pcl", "layers": {"classifier.2": 128}, **PCL}, description="PCL digits CNN (tests)"))
