@@ -16,8 +16,8 @@ How each baseline is attacked:
   and Wagner's margin loss) at the suite's largest Linf epsilon (:func:`extra_rows`): Foolbox's BIM and PGD return
   their last iterate, which MagNet's detectors may still catch, and their cross-entropy saturates once the detected
   class dominates (or, on a network trained with label smoothing or a prototype loss, flattens where the margin
-  does not); both extra attacks return their best iterate (fooled and not rejected). MagNet's adaptive attacks are restarted
-  with the detector weights :data:`~maskdefense.eval.DETECTOR_WEIGHTS`.
+  does not); both extra attacks return their best iterate (fooled and not rejected). MagNet's adaptive attacks are
+  restarted with the detector weights :data:`~maskdefense.eval.DETECTOR_WEIGHTS`.
 
 MAD's own numbers come from ``mad-table-cifar10`` (its ``results.json`` beside this study's folder), not
 recomputed. The study trains what it needs (resumable, into ``runs_dir``) and every harness run resumes.
