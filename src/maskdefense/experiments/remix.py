@@ -390,31 +390,34 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
     rows: list[dict[str, Any]] = []
     budget_rows: list[dict[str, Any]] = []
     flags: list[dict[str, Any]] = []
+
+    def attack_and_check(d: torch.nn.Module, specs: list[str], where: Path, sanity: str | None,
+                         chosen: list[AttackSpec], weights: dict[str, Any]) -> tuple[Any, list[dict[str, Any]], list]:
+        """Both threats, then the budget check: the report, its comparisons, and its and the check's flags."""
+        rep = evaluate(d, test, specs, "gray-box,adaptive", out_dir=where, sanity=sanity, **weights, **common)
+        # a randomized defense: adaptively, only the attacks that set each norm's worst case (x2 steps and x2
+        # EOT samples is 4x an attack's cost); every attack under the oblivious threat
+        worst = worst_per_norm(rep.rows) if contract_of(d).randomized else None
+        checked, bflags = budget_check(d, test, rep, chosen, out_dir=where, adaptive_keys=worst, **weights, **common)
+        return rep, checked, [*rep.flags, *bflags]
+
     for name, d in defenses.items():
         rejects = contract_of(d).rejects
         specs = adaptive_specs(ds, rejects=rejects)
         sanity = default_sanity(d) + (",steps=5" if quick else "")
         weights = {"detector_weight": DETECTOR_WEIGHTS} if rejects else {}
         log(f"[remix-adaptive] {name}: {len(specs)} attacks, oblivious and adaptive, on {n} images")
-        rep = evaluate(d, test, specs, "gray-box,adaptive", out_dir=out / name, sanity=sanity, **weights, **common)
         chosen = strongest_per_attack(parse_attacks(specs))[::3 if quick else 1]  # quick: every third attack
-        # a randomized defense: adaptively, only the attacks that set each norm's worst case (x2 steps and x2
-        # EOT samples is 4x an attack's cost); every attack under the oblivious threat
-        worst = worst_per_norm(rep.rows) if contract_of(d).randomized else None
-        checked, bflags = budget_check(d, test, rep, chosen, out_dir=out / name, adaptive_keys=worst, **weights,
-                                       **common)
+        rep, checked, rflags = attack_and_check(d, specs, out / name, sanity, chosen, weights)
         reps = [rep]
         if l2_unsettled(rep.rows, checked):  # its L2 number moved with the budget: the converging L2 attacks too
             xspecs = l2_extra_specs(ds, rejects=rejects)
             log(f"[remix-adaptive] {name}: L2 not settled by the budget check, {len(xspecs)} more L2 attacks")
-            xrep = evaluate(d, test, xspecs, "gray-box,adaptive", out_dir=out / name / L2_EXTRA, sanity=None,
-                            **weights, **common)
-            xworst = worst_per_norm(xrep.rows) if contract_of(d).randomized else None
-            xchecked, xflags = budget_check(d, test, xrep, parse_attacks(xspecs), out_dir=out / name / L2_EXTRA,
-                                            adaptive_keys=xworst, **weights, **common)
-            checked, bflags, reps = [*checked, *xchecked], [*bflags, *xflags], [rep, xrep]
+            xrep, xchecked, xflags = attack_and_check(d, xspecs, out / name / L2_EXTRA, None, parse_attacks(xspecs),
+                                                      weights)
+            reps, checked, rflags = [rep, xrep], [*checked, *xchecked], [*rflags, *xflags]
         budget_rows += [{**c, "defense": name} for c in checked]
-        flags += [{**f.to_dict(), "run": name} for f in [*(f for r in reps for f in r.flags), *bflags]]
+        flags += [{**f.to_dict(), "run": name} for f in rflags]
         for r in (r for x in reps for r in x.rows):
             if r["sanity"]:
                 continue
