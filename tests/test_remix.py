@@ -416,3 +416,36 @@ def test_adaptive_quick_adds_the_l2_attacks_where_l2_is_unsettled(tmp_path, quic
             assert row["defense_acc"] == r["defense_acc"]
         assert any(b["defense"] == name and b["label"] in want for b in data["meta"]["budget_check"])
     assert R.L2_EXTRA in (out / "README.md").read_text()
+
+
+def test_cw_sets_l2_when_cw_is_the_worst_adaptive_l2_row():
+    from maskdefense.experiments.remix import cw_sets_l2
+
+    row = lambda name, norm, acc, threat="adaptive": {"attack": f"{name}:x", "name": name, "norm": norm, "eps": 1.0,
+                                                       "threat": threat, "defense_acc": acc}
+    assert cw_sets_l2([row("pgd-l2", "l2", 0.8), row("cw-l2", "l2", 0.7), row("pgd-linf", "linf", 0.0)])
+    assert not cw_sets_l2([row("pgd-l2", "l2", 0.6), row("cw-l2", "l2", 0.7)])  # PGD sets it
+    assert not cw_sets_l2([row("pgd-l2", "l2", 0.8), row("cw-l2", "l2", 0.7, "gray-box")])  # oblivious CW
+
+
+def test_adaptive_quick_runs_the_l2_attacks_before_the_check_where_cw_sets_l2(tmp_path, quick_runs, monkeypatch):
+    import json
+
+    from maskdefense.cli import main
+    from maskdefense.eval.budget import worst_per_norm
+    from maskdefense.experiments import remix as R
+
+    monkeypatch.setattr(R, "cw_sets_l2", lambda rows: True)
+    monkeypatch.setattr(R, "l2_unsettled", lambda rows, checked: False)  # the L2 attacks only where CW sets L2
+    out = tmp_path / "adaptive"
+    assert main(["reproduce", "remix-adaptive", "--quick", "--runs-dir", str(quick_runs), "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    for name in ("remix", "remix+reformer", "remix-detector"):  # randomized: the L2 attacks first, one check
+        main_rows = json.loads((out / name / "summary.json").read_text())["rows"]
+        extra = json.loads((out / name / R.L2_EXTRA / "summary.json").read_text())["rows"]
+        worst = worst_per_norm(main_rows + extra)
+        adaptive = {b["attack"] for b in data["meta"]["budget_check"] if b["defense"] == name
+                    and b["threat"] == "adaptive"}
+        assert adaptive <= worst  # adaptively, only the worst over both runs is checked
+        assert worst & {r["attack"] for r in extra} <= adaptive  # the extra attack that is worst is checked
+    assert not (out / "magnet" / R.L2_EXTRA).exists()  # deterministic: its checks cost 2x, no reordering
