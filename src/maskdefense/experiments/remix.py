@@ -414,7 +414,8 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
         flags: list = []
         for rep, chosen, where in runs:
             c, f = budget_check(d, test, rep, chosen, out_dir=where, adaptive_keys=worst, **weights, **common)
-            checked, flags = [*checked, *c], [*flags, *rep.flags, *f]
+            checked += c
+            flags += [*rep.flags, *f]
         return checked, flags
 
     for name, d in defenses.items():
@@ -427,18 +428,18 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
         chosen = strongest_per_attack(parse_attacks(specs))[::3 if quick else 1]  # quick: every third attack
         rep = attack(d, specs, out / name, sanity, weights)
         runs = [(rep, chosen, out / name)]
+        xrun = lambda: (attack(d, xspecs, out / name / L2_EXTRA, None, weights), parse_attacks(xspecs),  # noqa: E731
+                        out / name / L2_EXTRA)
         first = contract_of(d).randomized and cw_sets_l2(rep.rows)
         if first:
             log(f"[remix-adaptive] {name}: CW sets the worst L2 number, {len(xspecs)} more L2 attacks first")
-            runs.append((attack(d, xspecs, out / name / L2_EXTRA, None, weights), parse_attacks(xspecs),
-                         out / name / L2_EXTRA))
+            runs.append(xrun())
         checked, rflags = check(d, runs, weights)
         if not first and l2_unsettled(rep.rows, checked):  # its L2 number moved with the budget
             log(f"[remix-adaptive] {name}: L2 not settled by the budget check, {len(xspecs)} more L2 attacks")
-            xrun = (attack(d, xspecs, out / name / L2_EXTRA, None, weights), parse_attacks(xspecs),
-                    out / name / L2_EXTRA)
-            xchecked, xflags = check(d, [xrun], weights)
-            runs, checked, rflags = [*runs, xrun], [*checked, *xchecked], [*rflags, *xflags]
+            runs.append(xrun())
+            xchecked, xflags = check(d, runs[-1:], weights)
+            checked, rflags = [*checked, *xchecked], [*rflags, *xflags]
         reps = [r for r, _, _ in runs]
         budget_rows += [{**c, "defense": name} for c in checked]
         flags += [{**f.to_dict(), "run": name} for f in rflags]
