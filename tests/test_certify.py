@@ -512,3 +512,23 @@ def test_certify_study_fails_loudly_on_an_unsound_certificate(tmp_path, monkeypa
         study.certify_study(out, quick=True, runs_dir=tmp_path / "runs", log=logs.append)
     assert "SOUNDNESS VIOLATION" in (out / "README.md").read_text()
     assert any("SOUNDNESS VIOLATION" in line for line in logs)
+
+
+def test_overview_lists_the_published_certifiers(tmp_path):
+    """The overview's published rows (CIFAR-10 has some; the quick run's digits none): sizes as the papers give
+    them (11.2 M, not 11.2000), a number not read from its source shown as '-'."""
+    from maskdefense.experiments.certify import write_overview
+    from maskdefense.papers.certify import published
+
+    pub = [p.__dict__ for p in published("cifar10")]
+    assert pub and any(p["clean"] is None for p in pub)
+    folder = tmp_path / "certify-cifar10"
+    folder.mkdir()
+    rows = [{"run": "ds-column", "certifier": "DS column, band 4", "model": "vgg16_half", "n": 2, "clean": 0.5,
+             "certified_2": 0.5}]
+    (folder / "results.json").write_text(json.dumps({"meta": {"dataset": "cifar10", "patches": [2],
+                                                              "published": pub}, "rows": rows}))
+    text = write_overview(tmp_path).read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| PatchCleanser | ViT-B16-224"))
+    assert line.split(" | ")[2:5] == ["86", "35 px of 224 (2.4%)", "-"]
+    assert "| Derandomized smoothing (column) | ResNet-18 | 11.2 | 5x5 (2.4%) | 83.80% | 57.60% |" in text

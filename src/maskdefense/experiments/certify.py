@@ -276,7 +276,9 @@ def write_overview(results: str | Path) -> Path | None:
             parts += ["Published:", markdown_table(meta["published"], ["method", "model", "parameters_m", "patch",
                                                                        "clean", "certified", "source"],
                                                    ["method", "model", "parameters (M)", "patch", "clean",
-                                                    "certified", "source"], {"clean": pct, "certified": pct})]
+                                                    "certified", "source"],
+                                                   {"parameters_m": lambda v: f"{v:g}", "clean": pct,
+                                                    "certified": pct})]
     if not parts:
         return None
     text = "\n\n".join(["# Certified robustness against patches: overview",
