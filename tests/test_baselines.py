@@ -430,3 +430,20 @@ def test_table6_states_magnet_and_how_alike_its_js_detectors_are():
     plain = _magnet_text(config, {"label_smoothing": 0.0})
     assert "at T = 10, Jensen-Shannon" in plain and "0.50% false positives on 30" in plain and "Spearman" not in plain
     assert f"Spearman correlation {js['rank_correlation']:.3f}" in _magnet_text(config, {"label_smoothing": 0.1})
+
+
+def test_table6_says_whether_its_base_is_the_network_mad_was_fine_tuned_from(tmp_path):
+    from maskdefense.experiments.mad.table6 import _base_provenance, _mad_reference
+
+    table4 = tmp_path / "mad-table-quick"
+    (table4 / "checkpoints").mkdir(parents=True)
+    (table4 / "results.json").write_text(json.dumps({"meta": {"git_commit": "abc"}, "rows": []}))
+    out = tmp_path / "t6"
+    assert _mad_reference(out, True, "plain-x")["base_weights_sha256"] is None  # no record kept
+    (table4 / "checkpoints" / "plain-x.json").write_text(json.dumps({"weights_sha256": "a" * 64}))
+    mad = _mad_reference(out, True, "plain-x")
+    assert mad["base_weights_sha256"] == "a" * 64
+    base = {"preset": {"name": "plain-x"}, "weights_sha256": "a" * 64}
+    assert "identical weights" in _base_provenance(mad, base)
+    assert "not bit-identical" in _base_provenance(mad, {**base, "weights_sha256": "b" * 64})
+    assert "could not be checked" in _base_provenance({**mad, "base_weights_sha256": None}, base)

@@ -77,21 +77,38 @@ def extra_rows(specs: list[AttackSpec], quick: bool) -> list[AttackSpec]:
     return out
 
 
-def _mad_reference(out: Path, quick: bool) -> dict[str, Any] | None:
+def _mad_reference(out: Path, quick: bool, base_preset: str) -> dict[str, Any] | None:
     """MAD's rows of the Table 4 study (``mad-table-cifar10`` beside ``out``; quick: ``mad-table-quick``), when it
-    was run."""
+    was run, and the weights hash of its training record of ``base_preset`` (the plain network MAD was fine-tuned
+    from), if it kept one."""
     path = out.parent / ("mad-table-quick" if quick else "mad-table-cifar10") / "results.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text())
     meta = data["meta"]
+    record = path.parent / "checkpoints" / f"{base_preset}.json"
+    base_sha = json.loads(record.read_text()).get("weights_sha256") if record.exists() else None
     return {"path": str(path), "git_commit": meta.get("git_commit"), "n_images": meta.get("n_images"),
+            "base_weights_sha256": base_sha,
             "adaptive_n": meta.get("adaptive_n"), "benign": (meta.get("clean") or {}).get("defense_clean_acc"),
             "n_correct": (meta.get("clean") or {}).get("n_correct"),
             "adaptive_n_correct": (meta.get("clean_adaptive_subset") or {}).get("n_correct"),
             "adaptive_benign": (meta.get("clean_adaptive_subset") or {}).get("defense_clean_acc"),
             "rows": {r["attack"]: {"gray": r.get("gray_box_defense"), "adaptive": r.get("adaptive_defense")}
                      for r in data["rows"]}}
+
+
+def _base_provenance(mad: dict[str, Any], base: dict[str, Any]) -> str:
+    """Whether the base classifier here has the weights of the plain network behind MAD's model in the Table 4
+    study (MAD was fine-tuned from it; a model retrained on another machine may differ in its last bits)."""
+    theirs, ours = mad.get("base_weights_sha256"), base.get("weights_sha256")
+    name = f"`{base.get('preset', {}).get('name', 'the base')}`"
+    if not theirs or not ours:
+        return f"Whether {name} is the network MAD was fine-tuned from there could not be checked (no weights hash)."
+    if theirs == ours:
+        return f"{name} is the network MAD was fine-tuned from there (identical weights, sha256 {ours[:12]})."
+    return (f"{name} was retrained and is not bit-identical to the network MAD was fine-tuned from there "
+            f"(weights sha256 {ours[:12]} here, {theirs[:12]} there): same preset, seed and recipe.")
 
 
 def table6_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, seed: int = 0,
@@ -159,7 +176,7 @@ def table6_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
             budget_rows += [{**r, "defense": name} for r in rows]
             budget_flags += [{**f.to_dict(), "run": f"{name} budget-x{BUDGET_FACTOR}"} for f in flags]
 
-    mad = _mad_reference(out, quick)
+    mad = _mad_reference(out, quick, bck.get("preset", {}).get("name", ""))
     rows = []
     for spec in [None, *specs]:
         label = "Benign" if spec is None else spec.label
@@ -346,7 +363,7 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         f"Attacks: Foolbox's, library defaults except epsilon, and except `{meta['attack_overrides']}`. MAD's "
         "columns are read from its Table 4 study, not recomputed"
         + (f" ({mad['path']}, commit {mad['git_commit']}, {mad['n_images']} gray-box and {mad['adaptive_n']} "
-           "adaptive images)." if mad else " (not found).")
+           "adaptive images). " + _base_provenance(mad, base) if mad else " (not found).")
     )
     models = markdown_table(
         [{"role": _ROLES.get(k, k.replace("magnet-", "MagNet's autoencoder ")), "preset": f"`{m['preset']['name']}`",
