@@ -6,7 +6,7 @@
 #   cifar10   reproduce certify --dataset cifar10 (four VGG16/2 base classifiers fine-tuned from
 #             plain-cifar10-cpu, ~75 min of training; certification and the patch attack ~80 min)
 #   bench     bench/bench_certify.py (certification cost per image against its floor of masked passes)
-# Then results/certify/README.md holds the overview of both data sets beside the published certifiers.
+# Then results/certify/overview.md holds both data sets beside the published certifiers (README.md there: the verdict).
 # Usage: bash scripts/certify_run.sh [step ...]   (default: mnist cifar10 bench)
 DEFAULT_STEPS=(mnist cifar10 bench)
 step() {

@@ -464,9 +464,11 @@ def test_plan_certifies_every_patch_side_from_2_to_8(dataset):
             assert set(r.patches) == set(range(2, 9)), r.name
     assert sorted(p for r in runs if r.name.startswith("pc-") for p in r.patches) == list(range(2, 9))
     assert {r.attack_patch for r in runs if r.attack_n} == {5}
-    # the soundness attack: every image of every run on MNIST (so every certified image); a sample on CIFAR-10
+    # the soundness attack: every image of every run on MNIST (so every certified image); on CIFAR-10 the first
+    # certified images of each run
     attacked = [r for r in runs if r.attack_n]
     assert all(r.attack_n == r.n for r in attacked) == (dataset == "mnist")
+    assert all(r.attack_certified for r in attacked) == (dataset == "cifar10")
 
 
 def test_reproduce_certify_quick(tmp_path, capsys):
@@ -489,7 +491,9 @@ def test_reproduce_certify_quick(tmp_path, capsys):
     readme = (out / "README.md").read_text()
     assert "certified broken" in readme and "can certify?" in readme and "largest patch side" in readme
     assert (out / "certified_vs_patch.png").is_file()
-    assert "certify-quick" in (tmp_path / "results" / "certify" / "README.md").read_text()
+    overview = (tmp_path / "results" / "certify" / "overview.md").read_text()
+    assert "(../certify-quick/README.md)" in overview  # the link resolves from results/certify/
+    assert not (tmp_path / "results" / "certify" / "README.md").exists()  # the hand-written verdict's place
     stamp = (out / "ds-column" / "records.jsonl").stat().st_mtime_ns
     assert main(argv) == 0
     assert (out / "ds-column" / "records.jsonl").stat().st_mtime_ns == stamp  # nothing recomputed
@@ -532,3 +536,27 @@ def test_overview_lists_the_published_certifiers(tmp_path):
     line = next(x for x in text.splitlines() if x.startswith("| PatchCleanser | ViT-B16-224"))
     assert line.split(" | ")[2:5] == ["86", "35 px of 224 (2.4%)", "-"]
     assert "| Derandomized smoothing (column) | ResNet-18 | 11.2 | 5x5 (2.4%) | 83.80% | 57.60% |" in text
+
+
+def test_certified_only_attack_spends_itself_on_certified_images(tmp_path):
+    """``attack_certified_only``: the patch attack runs on the first ``attack_n`` images certified at its size
+    (read from the run's own certification records), and a rerun resumes without attacking again."""
+    from maskdefense.data import load_dataset
+    from maskdefense.eval.certify import certify_dataset
+
+    test = load_dataset("digits", "test", limit=30)
+    cert = build_certifier("ds:mode=column,band=2,threshold=0.3", _digits_model(BandAblation(2))).eval()
+    certified = cert.certify(test.images, (1,)).at(1)
+    want = torch.nonzero(certified).flatten()[:7].tolist()
+    assert 7 == len(want) < 30 and want != list(range(7))  # the selection differs from the first images
+    kw = dict(out_dir=tmp_path / "run", batch_size=4, attack_patches=(1,), attack_n=7, attack_steps=2,
+              attack_locations=2, attack_certified_only=True)
+    summary = certify_dataset(cert, test, (1,), **kw)
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    attacks = [r for r in map(json.loads, lines) if r["kind"] == "attack"]
+    assert sorted(r["idx"] for r in attacks) == want and all(r["certified"] for r in attacks)
+    assert all(r["label"] == int(test.labels[r["idx"]]) for r in attacks)  # each record describes its image
+    assert summary["attack"][0]["certified_attacked"] == 7 and summary["attack"][0]["uncertified_attacked"] == 0
+    assert "first images certified" in (tmp_path / "run" / "summary.md").read_text()
+    certify_dataset(cert, test, (1,), **kw)  # resumes: nothing appended
+    assert (tmp_path / "run" / "records.jsonl").read_text().splitlines() == lines

@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack-patch", type=positive_int, nargs="*", default=[],
                    help="patch sides to attack empirically (PGD on the patch at the weakest locations)")
     p.add_argument("--attack-n", type=positive_int, default=50, help="images attacked (the first ones; default 50)")
+    p.add_argument("--attack-certified-only", action="store_true",
+                   help="attack the first --attack-n images certified at each attacked size (the soundness check "
+                        "only) instead of the first --attack-n images")
     p.add_argument("--attack-locations", type=positive_int, default=8, help="locations attacked per image (default 8)")
     p.add_argument("--attack-steps", type=positive_int, default=20, help="PGD steps per location (default 20)")
     p.add_argument("--out", default=None, help="output folder (default runs/certify-<dataset>-<certifier>)")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         summary = certify_dataset(
             certifier, data, args.patch, out_dir=out, batch_size=args.batch_size, seed=args.seed, resume=not args.fresh,
             attack_patches=args.attack_patch, attack_n=args.attack_n, attack_locations=args.attack_locations,
-            attack_steps=args.attack_steps, progress=progress_enabled(args), checkpoint_meta=meta)
+            attack_steps=args.attack_steps, attack_certified_only=args.attack_certified_only,
+            progress=progress_enabled(args), checkpoint_meta=meta)
     except ValueError as e:
         if type(e) is ValueError:  # a bad patch size or mask set for these images: one line
             raise UserError(str(e)) from None

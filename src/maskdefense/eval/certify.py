@@ -4,8 +4,10 @@
 appends each batch's records as one atomic group (:class:`~maskdefense.eval.records.RecordStore`): per
 image the label, the decision, whether it is certified at each patch size, the masked forward passes and the
 seconds. Optionally the adaptive patch attack (:func:`maskdefense.attacks.patch.patch_attack`, seeded per
-batch) runs on the first ``attack_n`` images at each of ``attack_patches``: per image whether it was
-certified at that size and whether the attack changed the decision. A certified image whose decision the
+batch) runs on the first ``attack_n`` images at each of ``attack_patches`` (``attack_certified_only``: on the
+first ``attack_n`` images certified at that size, so that an expensive attack spends itself on the images whose
+certificate it tests): per image whether it was certified at that size and whether the attack changed the
+decision. A certified image whose decision the
 attack changes is a soundness violation (flag ``SOUNDNESS_VIOLATION``, an error; ``maskdefense certify --strict``
 exits with code 3 on it, and the study :func:`maskdefense.experiments.certify.certify_study` raises
 :class:`SoundnessError` once its outputs are written).
@@ -61,6 +63,7 @@ def certify_dataset(
     attack_locations: int = 8,
     attack_steps: int = 20,
     attack_step_size: float = 0.1,
+    attack_certified_only: bool = False,
     progress: bool = False,
     checkpoint_meta: Mapping[str, Any] | None = None,
     command: str | None = None,
@@ -78,6 +81,8 @@ def certify_dataset(
     certifier.eval()
     attack_cfg = {"patches": list(attacked), "n": n_attack, "locations": attack_locations, "steps": attack_steps,
                   "step_size": attack_step_size} if attacked else None
+    if attack_cfg and attack_certified_only:
+        attack_cfg["certified_only"] = True
     config = {"format": FORMAT, "certifier": certifier.config(), "model_sha256": state_hash(certifier),
               "data_sha256": tensor_hash(x, y), "n": n, "image_shape": list(x.shape[1:]), "patch_sizes": list(sizes),
               "batch_size": batch_size, "seed": int(seed), "attack": attack_cfg, "versions": config_versions()}
@@ -94,19 +99,27 @@ def certify_dataset(
                             status="running", wall_time_s_previous=previous.get("wall_time_s_total", 0.0),
                             runs=int(previous.get("runs", 0)) + 1)
         atomic_write_json(run_path, meta)
-        tasks = [("cert", None, s) for s in range(0, n, batch_size) if f"cert|{s}" not in store.done_groups]
-        tasks += [("attack", p, s) for p in attacked for s in range(0, n_attack, batch_size)
-                  if f"attack|{p}|{s}" not in store.done_groups]
+        tasks = [s for s in range(0, n, batch_size) if f"cert|{s}" not in store.done_groups]
         bar = _progress(len(tasks), progress, "certify")
         try:
-            for kind, p, s in tasks:
-                e = min(s + batch_size, n if kind == "cert" else n_attack)
-                if kind == "cert":
-                    store.append_group(f"cert|{s}", _certify_batch(certifier, x[s:e], y[s:e], s, sizes))
-                else:
-                    store.append_group(f"attack|{p}|{s}", _attack_batch(
-                        certifier, x[s:e], y[s:e], s, int(p), seed=seed, locations=attack_locations,
-                        steps=attack_steps, step_size=attack_step_size))
+            for s in tasks:
+                e = min(s + batch_size, n)
+                store.append_group(f"cert|{s}", _certify_batch(certifier, x[s:e], y[s:e], s, sizes))
+                bar.update(1)
+        finally:
+            bar.close()
+        # the attacked images: the first n_attack, or (certified_only) the first n_attack certified at that size,
+        # read from the certification records just completed; group "attack|<patch>|<start in that list>"
+        chosen = {p: _attacked(store, p, n_attack, attack_certified_only) for p in attacked}
+        jobs = [(p, j) for p in attacked for j in range(0, len(chosen[p]), batch_size)
+                if f"attack|{p}|{j}" not in store.done_groups]
+        bar = _progress(len(jobs), progress, "patch attack")
+        try:
+            for p, j in jobs:
+                idx = torch.tensor(chosen[p][j:j + batch_size], dtype=torch.long)
+                store.append_group(f"attack|{p}|{j}", _attack_batch(
+                    certifier, x[idx], y[idx], idx.tolist(), j, int(p), seed=seed, locations=attack_locations,
+                    steps=attack_steps, step_size=attack_step_size))
                 bar.update(1)
         finally:
             bar.close()
@@ -131,14 +144,23 @@ def _certify_batch(certifier: Certifier, x: torch.Tensor, y: torch.Tensor, s: in
              "time_s": round(per, 6)} for i, rec in enumerate(cert.records())]
 
 
-def _attack_batch(certifier: Certifier, x: torch.Tensor, y: torch.Tensor, s: int, patch: int, *, seed: int,
-                  locations: int, steps: int, step_size: float) -> list[dict[str, Any]]:
+def _attacked(store: RecordStore, patch: int, n_attack: int, certified_only: bool) -> list[int]:
+    """The indices the patch attack runs on: the first ``n_attack`` images, or the first ``n_attack`` of those
+    certified at ``patch`` (by the run's certification records)."""
+    if not certified_only:
+        return list(range(n_attack))
+    certs = sorted((r for r in store if r["kind"] == "cert"), key=lambda r: r["idx"])
+    return [r["idx"] for r in certs if r["certified"][str(patch)]][:n_attack]
+
+
+def _attack_batch(certifier: Certifier, x: torch.Tensor, y: torch.Tensor, idx: list[int], s: int, patch: int, *,
+                  seed: int, locations: int, steps: int, step_size: float) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     certified = certifier.certify(x, (patch,)).at(patch)
     res = patch_attack(certifier, x, patch, locations=locations, steps=steps, step_size=step_size,
                        generator=seeded(derive_seed(seed, "patch-attack", patch, s)))
     per = (time.perf_counter() - t0) / x.shape[0]
-    return [{"key": f"attack|{patch}|{s + i}", "kind": "attack", "patch": patch, "idx": s + i, "label": int(y[i]),
+    return [{"key": f"attack|{patch}|{idx[i]}", "kind": "attack", "patch": patch, "idx": idx[i], "label": int(y[i]),
              "decision": int(res.decision[i]), "certified": bool(certified[i]), "broken": bool(res.broken[i]),
              "decision_adv": int(res.decision_adv[i]), "location": [int(v) for v in res.location[i]],
              "locations_tried": res.locations_tried, "time_s": round(per, 6)} for i in range(x.shape[0])]
@@ -188,7 +210,9 @@ def render_certify_markdown(summary: Mapping[str, Any]) -> str:
                             {k: pct for k in ("clean_accuracy", "certified_accuracy", "certified_rate")})]
     if summary["attack"]:
         lines += ["## Empirical check: adaptive patch attack", "",
-                  "A certified image whose decision the attack changes would make the certificate unsound.", "",
+                  "A certified image whose decision the attack changes would make the certificate unsound. "
+                  + ("Attacked: the first images certified at each attacked size."
+                     if cfg["attack"].get("certified_only") else "Attacked: the first images of the run."), "",
                   markdown_table(summary["attack"], ["patch", "n", "certified_attacked", "certified_broken",
                                                      "uncertified_attacked", "uncertified_broken",
                                                      "accuracy_under_attack"],
