@@ -282,7 +282,8 @@ def test_table7_quick_numbers_follow_the_code_conventions(quick_studies):
     assert "(83.97)" in readme and "PASCAL-Part is not on this machine" in readme and (out / "roc.png").exists()
     # the core's detector conventions beside the code's: a rejection counted as failed can only lower accuracy
     assert "## The same in the harness's conventions" in readme and "rejected = failed" in readme
-    pairs = [(a["defense_acc"], a["defense_acc_rejected_failed"]) for r in rows for a in r["harness"]["detect"].values()]
+    pairs = [(a["defense_acc"], a["defense_acc_rejected_failed"])
+             for r in rows for a in r["harness"]["detect"].values()]
     assert pairs and all(f <= d for d, f in pairs if None not in (d, f))
     assert {c["defense"].split(":")[1].strip() for c in meta["budget_check"]} >= {"no defense", "UNMASK defend-max"}
 
