@@ -17,9 +17,9 @@ digits): on MNIST on every image of every run, so every certified image is attac
 images certified at 5x5 of each run (the cost: see :func:`plan`). The study writes ``README.md`` (tables, the
 published numbers, the grid certificate's feasibility), ``results.json``/``.csv``, ``certified_vs_patch.png``,
 and refreshes the overview ``<out>/../certify/overview.md`` from every ``certify-<dataset>`` folder beside it
-(``results/certify/README.md`` beside it is the hand-written verdict, which no run overwrites). A certified image that the
-attack breaks fails the study loudly: it is logged when its run ends, and once everything is written the study
-raises :class:`~maskdefense.eval.certify.SoundnessError` (a nonzero exit, so ``scripts/certify_run.sh`` stops
+(``results/certify/README.md`` beside it is the hand-written verdict, which no run overwrites). A certified
+image that the attack breaks fails the study loudly: it is logged when its run ends, and once everything is
+written the study raises :class:`~maskdefense.eval.certify.SoundnessError` (a nonzero exit, so ``scripts/certify_run.sh`` stops
 and does not mark the step done).
 
 Compute (2 CPU cores, quiet machine; VGG16/2 ~800 masked copies/s, LeNet-5 ~30,000/s, training VGG16/2
