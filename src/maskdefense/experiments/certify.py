@@ -19,8 +19,8 @@ published numbers, the grid certificate's feasibility), ``results.json``/``.csv`
 and refreshes the overview ``<out>/../certify/overview.md`` from every ``certify-<dataset>`` folder beside it
 (``results/certify/README.md`` beside it is the hand-written verdict, which no run overwrites). A certified
 image that the attack breaks fails the study loudly: it is logged when its run ends, and once everything is
-written the study raises :class:`~maskdefense.eval.certify.SoundnessError` (a nonzero exit, so ``scripts/certify_run.sh`` stops
-and does not mark the step done).
+written the study raises :class:`~maskdefense.eval.certify.SoundnessError` (a nonzero exit, so
+``scripts/certify_run.sh`` stops and does not mark the step done).
 
 Compute (2 CPU cores, quiet machine; VGG16/2 ~800 masked copies/s, LeNet-5 ~30,000/s, training VGG16/2
 ~1.5 min per epoch): CIFAR-10 training of 4 base classifiers x 12 epochs ~75 min; certification ~1.3 M masked
