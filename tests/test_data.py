@@ -580,6 +580,24 @@ def test_svhn_stand_in(tmp_path, monkeypatch):
         load_dataset("svhn", "train", root=tmp_path, download=False)  # default 5000 > 9 stand-in images
 
 
+def svhn_stand_in(root: Path, monkeypatch: pytest.MonkeyPatch, n_train: int = 40, n_test: int = 8,
+                  val_size: int = 4) -> None:
+    """``root/SVHN``: SVHN-format .mat files of random images (labels 1-10, 10 for the digit 0) that pass the md5
+    check (patched), and a ``val_size``-image val split."""
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    folder = root / "SVHN"
+    folder.mkdir(parents=True)
+    changes = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
+        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
+        changes[f"SVHN/{split}_32x32.mat"] = {"md5": md5((folder / f"{split}_32x32.mat").read_bytes())}
+    patch_specs(monkeypatch, "svhn", changes, default_val_size=val_size)
+
+
 # ---------------------------------------------------------------------------------------------
 # Tiny-ImageNet (a fake tree of JPEGs written by Pillow)
 

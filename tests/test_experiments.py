@@ -250,33 +250,14 @@ def test_sweeps_quick_tables_come_from_the_harness_runs(runs, tmp_path):
     assert t2[(False, True)]["Benign"] == plain["clean"]["defense_clean_acc"]
 
 
-def _svhn_stand_in(root, monkeypatch):
-    """Small SVHN-format .mat files (random images) that pass the md5 check (patched) and a 4-image val split."""
-    import hashlib
-
-    import numpy as np
-    import scipy.io
-
-    from conftest import patch_specs
-
-    rng = np.random.default_rng(0)
-    folder = root / "SVHN"
-    folder.mkdir(parents=True)
-    changes = {}
-    for split, n in (("train", 40), ("test", 8)):
-        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
-        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)
-        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": x, "y": y})
-        changes[f"SVHN/{split}_32x32.mat"] = {"md5": hashlib.md5((folder / f"{split}_32x32.mat").read_bytes()).hexdigest()}
-    patch_specs(monkeypatch, "svhn", changes, default_val_size=4)
-
-
 def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):
     """The Table 5 (right half) path: ResNet18/SVHN presets, suite, surrogate, all three threats."""
     from maskdefense.experiments.mad.tables import QUICK_AUTOATTACK, QUICK_OVERRIDES, table_study
 
+    from test_data import svhn_stand_in
+
     root = tmp_path / "data"
-    _svhn_stand_in(root, monkeypatch)
+    svhn_stand_in(root, monkeypatch)
     out = tmp_path / "svhn"
     meta = table_study(out, dataset="svhn", data_root=root, runs_dir=tmp_path / "runs", limit=6, adaptive_n=3,
                        preset_overrides={"epochs": 1}, every=8, attack_overrides=QUICK_OVERRIDES,

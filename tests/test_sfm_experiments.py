@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
 from maskdefense.cli import main
 from maskdefense.papers.sfm import (ABLATION, BLACK_BOX_COLUMNS, CLASSIFIER, GRAY_BOX_COLUMNS, LOSS_WEIGHTS,
-                                    MAIN_PREPROCESS, PREPROCESS, SWEEP_EPOCHS, SWEEP_W1, TABLES, TIME_COST, WHITE_BOX)
+                                    MAIN_PREPROCESS, NOT_RUN, PREPROCESS, SWEEP_EPOCHS, SWEEP_W1, TABLES, TIME_COST,
+                                    WHITE_BOX)
 from maskdefense.training.presets import create_preset
 
 from conftest import SHARED_DATA
@@ -277,3 +278,151 @@ def test_attack_studies_quick_every_number_is_the_harness_s_and_they_resume(stud
             assert r["gray_pgd8"] == _summary(tag / "gray-box")["PGD-8", "gray-box"]["robust_acc"]
         assert len(data["meta"]["budget_check"]) == 1 and (out / "fig3.png").exists()
     _again_without_work(study, base, runs, monkeypatch)
+
+
+# ---- SVHN and Tiny-ImageNet end to end on stand-in files (their data is not on this machine)
+
+
+def _shrink_presets(monkeypatch, dataset: str) -> dict:
+    """The dataset's CPU presets (classifier, surrogate, the maskers and the sweep) shrunk for a test: their own
+    architecture at width 1/16, a masker of width 2, one epoch, small batches; returns the shrunk fields."""
+    from maskdefense.training.presets import PRESETS
+
+    PRESETS.list()  # the plugins first
+    net = CLASSIFIER[dataset]
+    width = {**create_preset(f"{net}-{dataset}-cpu").model_kwargs, "width": 1 / 16}
+    small = {"epochs": 1, "batch_size": 16, "n_eval": 4}
+    shrunk = {}
+    for pattern, changes in ((f"{net}-{dataset}-*cpu", {"model_kwargs": width}),
+                             (f"sfm-{dataset}-*-cpu", {"classifier_kwargs": width,
+                                                       "masker_kwargs": {"width": 2, "depth": 4}})):
+        for name in PRESETS.list(pattern):
+            e = PRESETS._entries[name]
+            shrunk[name] = {**small, **changes}
+            monkeypatch.setitem(PRESETS._entries, name, replace(e, defaults={**e.defaults, **shrunk[name]}))
+    assert len(shrunk) == 2 + len(PREPROCESS) + 1  # classifier, surrogate, a masker per preprocessing, the sweep
+    return shrunk
+
+
+def _short_attacks(monkeypatch) -> None:
+    """Every study's attacks as short as in quick mode (a few steps each, TVM's EOT over 2 draws) on the real
+    dataset's path: the suites, sizes and paper tables of the dataset, only fewer iterations."""
+    from maskdefense.experiments import sfm
+
+    real = sfm._Lab.__init__
+
+    def init(self, *a, **k):
+        real(self, *a, **k)
+        assert not self.quick
+        self.overrides, self.tvm_spec = sfm.QUICK_OVERRIDES, "tvm:n_grad=2"
+
+    monkeypatch.setattr(sfm._Lab, "__init__", init)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def _run_sfm_studies(dataset: str, root, tmp_path, n: int, monkeypatch) -> dict:
+    """Every study through the CLI (``maskdefense reproduce <study> --dataset <dataset>``, ``--limit n`` where it
+    takes one) on the stand-in data at ``root``, with the dataset's presets shrunk and the attacks shortened;
+    checks each folder against the paper's numbers and settings of ``dataset``. Returns ``{study: (results.json,
+    README.md)}``."""
+    from test_data import no_network
+
+    from maskdefense.data import load_dataset
+    from maskdefense.experiments.sfm import DISPLAY, NAMES, SIZES, VARIANTS
+
+    no_network(monkeypatch)
+    shrunk = _shrink_presets(monkeypatch, dataset)
+    _short_attacks(monkeypatch)
+    n_test = len(load_dataset(dataset, "test", root=root))  # fewer than the cost and samples studies ask for
+    assert n_test < min(SIZES["cost"], SIZES["samples"])
+    runs, out = tmp_path / "runs", {}
+    for study in ("sfm-models", "sfm-tables", "sfm-whitebox", "sfm-w1", "sfm-ablation", "sfm-cost", "sfm-samples"):
+        folder = tmp_path / f"{study}-{dataset}"  # sfm-w1 finds the black-box examples of sfm-tables-<dataset>
+        limit = ["--limit", str(n)] if study in ("sfm-tables", "sfm-whitebox", "sfm-w1") else []  # the others: none
+        args = ["reproduce", study, "--dataset", dataset, "--data-root", str(root), "--runs-dir", str(runs),
+                "--out", str(folder), *limit]
+        assert main(args) == 0, study
+        data = json.loads((folder / "results.json").read_text())
+        readme = (folder / "README.md").read_text()
+        assert data["meta"]["dataset"] == dataset and not data["meta"]["quick"]
+        assert data["meta"]["study"] == f"{study}-{dataset}"
+        assert f": {dataset}" in readme.splitlines()[0] or f"({dataset})" in readme.splitlines()[0], study
+        out[study] = data, readme
+    net = CLASSIFIER[dataset]
+    # sfm-models: the dataset's presets, as shrunk
+    rows = out["sfm-models"][0]["rows"]
+    presets = [f"{net}-{dataset}-cpu", f"{net}-{dataset}-surrogate-cpu", *(f"sfm-{dataset}-{t}-cpu" for t in VARIANTS)]
+    assert [r["preset"] for r in rows] == presets
+    assert [r["epochs"] for r in rows] == [shrunk[p]["epochs"] for p in presets]  # the shrunk presets trained
+    # sfm-tables: a row per defense and threat, and the paper's tables of this dataset beside ours
+    data, readme = out["sfm-tables"]
+    assert [(r["threat"], r["defense"]) for r in data["rows"]] == [(t, d) for t in ("black-box", "gray-box")
+                                                                   for d in NAMES]
+    assert all(r["n"] == n for r in data["rows"])
+    for d in NAMES:
+        assert readme.count(f"| {DISPLAY[d]} | ours (n={n}) |") == 2, d  # the black-box and gray-box tables
+    columns = {"black-box": BLACK_BOX_COLUMNS, "gray-box": GRAY_BOX_COLUMNS}
+    numbers = []
+    for threat in ("black-box", "gray-box"):
+        number, paper = TABLES[dataset, threat]
+        numbers.append(number)
+        assert f"## Table {number}: {threat.replace('-', ' ')}\n" in readme  # the paper's number on this dataset
+        for method, values in paper.items():
+            line = f"| {method} | paper Table {number}" + (" (not run)" if method in NOT_RUN else "") + " | "
+            assert line + " | ".join(_pct(values[c]) for c in columns[threat]) + " |" in readme, (threat, method)
+    assert sorted(int(k.removeprefix("table")) for k in data["meta"]["paper"]) == numbers
+    assert readme.startswith(f"# SFM-Defense Tables {numbers[0]} and {numbers[1]}: {dataset}\n")
+    # sfm-whitebox: Table 7's row of this dataset
+    data, readme = out["sfm-whitebox"]
+    assert [r["defense"] for r in data["rows"]] == [f"sfm-{MAIN_PREPROCESS}", f"fs-{MAIN_PREPROCESS}", "tvm"]
+    assert data["meta"]["paper"]["table7"] == WHITE_BOX[dataset]
+    number, paper = TABLES[dataset, "gray-box"]
+    for method, values in (("paper Table 7: Ours (white box, adaptive)", WHITE_BOX[dataset]),
+                           (f"paper Table {number}: Ours (gray box, for reference)", paper["Ours"])):
+        assert f"| {method} | " + " | ".join(_pct(values[c]) for c in GRAY_BOX_COLUMNS) + " |" in readme, method
+    assert f"Attacks as in Tables {number - 1}-{number} (" in readme
+    # sfm-w1 and sfm-ablation: the dataset's loss weights and sweep
+    w1, w2, w3 = LOSS_WEIGHTS[dataset]
+    data, readme = out["sfm-w1"]
+    assert [r["w1"] for r in data["rows"]] == list(SWEEP_W1[dataset]) and all(r["n_gray"] == n for r in data["rows"])
+    assert (data["meta"]["w1_paper"], data["meta"]["w2"], data["meta"]["w3"]) == (w1, w2, w3)
+    checked = sorted(p.parent.parent.name for p in (tmp_path / f"sfm-w1-{dataset}").glob("*/gray-box/budget-x2"))
+    assert checked == [f"w1-{w1:g}"]  # the budget check at the paper's w1 (its rows: on the images classified right)
+    assert (tmp_path / f"sfm-w1-{dataset}" / "fig3.png").exists()
+    data, readme = out["sfm-ablation"]
+    assert [r["weights"] for r in data["rows"]] == [[w1, w2 * a, w3 * b] for a, b in ABLATION.values()]
+    # sfm-cost and sfm-samples: every defense timed, every preprocessing's masks shown
+    data, readme = out["sfm-cost"]
+    assert [r["method"] for r in data["rows"]] == [DISPLAY[d] for d in NAMES] and data["rows"][0]["ratio"] == 1.0
+    assert data["meta"]["n_images"] == n_test and "the paper times CIFAR-10 only" in readme  # its Table 8's ratios
+    data, readme = out["sfm-samples"]
+    assert [r["preprocessing"] for r in data["rows"]] == list(VARIANTS) and "![Figure 4](fig4.png)" in readme
+    shown = min(n_test, SIZES["samples"])
+    assert data["meta"]["n_images"] == n_test and f"the first {shown} test images through" in readme
+    return out
+
+
+@pytest.mark.slow  # ~40 s on one thread
+def test_the_svhn_studies_run_end_to_end_on_a_stand_in(tmp_path, monkeypatch):
+    """Every study on SVHN-format stand-in files: the SVHN presets (ResNet-18, no flips), Tables 3 and 4 and
+    Table 7's SVHN row beside ours, the SVHN sweep and loss weights."""
+    from test_data import svhn_stand_in
+
+    svhn_stand_in(tmp_path / "data", monkeypatch, n_test=7)
+    _run_sfm_studies("svhn", tmp_path / "data", tmp_path, 6, monkeypatch)
+
+
+@pytest.mark.slow  # ~55 s on one thread
+def test_the_tiny_imagenet_studies_run_end_to_end_on_a_stand_in(tmp_path, monkeypatch):
+    """The same on a Tiny-ImageNet-format tree of 64x64 JPEGs: the ResNet-50 presets, Tables 5 and 6 and Table
+    7's Tiny-ImageNet row, its loss weights (0.1, 0.01, 100) and sweep."""
+    from test_data import make_tiny_tree, tiny_stand_in
+
+    make_tiny_tree(tmp_path / "data")
+    tiny_stand_in(monkeypatch)
+    _run_sfm_studies("tiny-imagenet", tmp_path / "data", tmp_path, 3, monkeypatch)
+    for run in ("sfm-tables-tiny-imagenet/gray-box/sfm-median", "sfm-whitebox-tiny-imagenet/sfm-median"):
+        assert json.loads((tmp_path / run / "run.json").read_text())["config"]["image_shape"] == [3, 64, 64]
