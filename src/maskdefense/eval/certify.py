@@ -7,10 +7,10 @@ seconds. Optionally the adaptive patch attack (:func:`maskdefense.attacks.patch.
 batch) runs on the first ``attack_n`` images at each of ``attack_patches`` (``attack_certified_only``: on the
 first ``attack_n`` images certified at that size, so that an expensive attack spends itself on the images whose
 certificate it tests): per image whether it was certified at that size and whether the attack changed the
-decision. A certified image whose decision the
-attack changes is a soundness violation (flag ``SOUNDNESS_VIOLATION``, an error; ``maskdefense certify --strict``
-exits with code 3 on it, and the study :func:`maskdefense.experiments.certify.certify_study` raises
-:class:`SoundnessError` once its outputs are written).
+decision. A certified image whose decision the attack changes is a soundness violation (flag
+``SOUNDNESS_VIOLATION``, an error; ``maskdefense certify --strict`` exits with code 3 on it, and the study
+:func:`maskdefense.experiments.certify.certify_study` raises :class:`SoundnessError` once its outputs are
+written).
 
 The output folder is locked while running (:func:`maskdefense.rundir.exclusive`); a rerun resumes, and
 records of another configuration (certifier, weights, data, patch sizes, attack, batch size, seed, library
@@ -116,9 +116,9 @@ def certify_dataset(
         bar = _progress(len(jobs), progress, "patch attack")
         try:
             for p, j in jobs:
-                idx = torch.tensor(chosen[p][j:j + batch_size], dtype=torch.long)
+                idx = chosen[p][j:j + batch_size]
                 store.append_group(f"attack|{p}|{j}", _attack_batch(
-                    certifier, x[idx], y[idx], idx.tolist(), j, int(p), seed=seed, locations=attack_locations,
+                    certifier, x[idx], y[idx], idx, j, int(p), seed=seed, locations=attack_locations,
                     steps=attack_steps, step_size=attack_step_size))
                 bar.update(1)
         finally:
@@ -149,8 +149,12 @@ def _attacked(store: RecordStore, patch: int, n_attack: int, certified_only: boo
     certified at ``patch`` (by the run's certification records)."""
     if not certified_only:
         return list(range(n_attack))
-    certs = sorted((r for r in store if r["kind"] == "cert"), key=lambda r: r["idx"])
-    return [r["idx"] for r in certs if r["certified"][str(patch)]][:n_attack]
+    return [r["idx"] for r in _cert_records(store) if r["certified"][str(patch)]][:n_attack]
+
+
+def _cert_records(store: RecordStore) -> list[dict[str, Any]]:
+    """The run's certification records (one per image), in image order."""
+    return sorted((r for r in store if r["kind"] == "cert"), key=lambda r: r["idx"])
 
 
 def _attack_batch(certifier: Certifier, x: torch.Tensor, y: torch.Tensor, idx: list[int], s: int, patch: int, *,
@@ -168,7 +172,7 @@ def _attack_batch(certifier: Certifier, x: torch.Tensor, y: torch.Tensor, idx: l
 
 def summarize_certify(store: RecordStore, config: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
     """The summary of a certification run from its records only (see the module docstring)."""
-    certs = sorted((r for r in store if r["kind"] == "cert"), key=lambda r: r["idx"])
+    certs = _cert_records(store)
     attacks = [r for r in store if r["kind"] == "attack"]
     n = len(certs)
     correct = [r["decision"] == r["label"] for r in certs]
