@@ -19,6 +19,7 @@ from torch import nn
 from maskdefense.attacks import ATTACKS, AttackDef, ParamSpec, SpecError, parse_attack_spec, register_attack
 from maskdefense.defenses.base import Contract, Defense, NoDefense
 from maskdefense.ops.eot import log_mean_softmax
+from maskdefense.provenance import run_metadata as harness_run_metadata
 from maskdefense.rundir import BusyError, exclusive
 from maskdefense.validation import InputError, check_images
 from maskdefense.eval import (
@@ -284,6 +285,24 @@ def test_resume_after_interruption_gives_identical_tables(trained, tmp_path, mon
     assert len(keys) == len(set(keys)) == n_records
     final = json.loads((out / "run.json").read_text())
     assert final["runs"] == 2 and final["wall_time_s_total"] > final["wall_time_s"]
+    # each earlier run's commit, start and status stay in the history (the records span both runs)
+    assert [h["status"] for h in final["history"]] == ["running"]
+    assert final["history"][0]["started"] == killed["started"]
+    assert final["history"][0]["git_commit"] == killed["git_commit"]
+
+
+def test_rerun_of_a_finished_run_keeps_its_history(trained, tmp_path, monkeypatch):
+    model, x, y = trained
+    out = tmp_path / "run"
+    _run(model, x, y, out)
+    first = json.loads((out / "run.json").read_text())
+    monkeypatch.setattr("maskdefense.eval.harness.run_metadata",
+                        lambda *a, **kw: {**harness_run_metadata(*a, **kw), "git_commit": "later"})
+    _run(model, x, y, out)  # nothing left to attack: the summary is rewritten, the records stay
+    again = json.loads((out / "run.json").read_text())
+    assert again["runs"] == 2 and again["git_commit"] == "later"
+    assert again["history"] == [{k: first[k] for k in ("git_commit", "started", "wall_time_s", "status", "records")}]
+    assert again["records"] == first["records"]
 
 
 def test_truncated_record_file_is_repaired(trained, tmp_path):

@@ -35,7 +35,7 @@ from ..results import markdown_table, pct
 from ..rundir import exclusive
 from ..seeding import derive_seed, seeded
 from ..validation import check_images, check_labels, positive_int
-from .harness import (_progress, _unpack, config_digest, config_versions, open_run, state_hash,
+from .harness import (_progress, _unpack, config_digest, config_versions, open_run, resumption, state_hash,
                       tensor_hash)
 from .records import RecordStore
 
@@ -96,8 +96,7 @@ def certify_dataset(
         store.open()
         meta = run_metadata(seed, command=command, config=config, config_hash=config_hash,
                             checkpoint=dict(checkpoint_meta) if checkpoint_meta else None, data=data_meta,
-                            status="running", wall_time_s_previous=previous.get("wall_time_s_total", 0.0),
-                            runs=int(previous.get("runs", 0)) + 1)
+                            status="running", **resumption(previous))
         atomic_write_json(run_path, meta)
         tasks = [s for s in range(0, n, batch_size) if f"cert|{s}" not in store.done_groups]
         bar = _progress(len(tasks), progress, "certify")

@@ -406,6 +406,21 @@ def open_run(out: Path, store: RecordStore, config: dict[str, Any], config_hash:
     return previous
 
 
+#: What a run's ``history`` keeps of each earlier run into the same folder.
+_HISTORY_KEYS = ("git_commit", "started", "wall_time_s", "status", "records")
+
+
+def resumption(previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The run.json fields a run carries over from the previous run into its folder (``{}``: none): the wall
+    time so far, the number of runs, and ``history``, the commit, start, wall time and status of every earlier
+    run -- the records of a resumed run may come from several commits, and ``git_commit`` is only the last."""
+    history = list(previous.get("history", []))
+    if previous:
+        history.append({k: previous.get(k) for k in _HISTORY_KEYS})
+    return {"wall_time_s_previous": previous.get("wall_time_s_total", 0.0), "runs": int(previous.get("runs", 0)) + 1,
+            "history": history}
+
+
 def evaluate(
     defense: nn.Module,
     data: Any,
@@ -582,8 +597,7 @@ def evaluate(
             sanity=sanity, checkpoint=dict(checkpoint_meta) if checkpoint_meta else None,
             surrogate_checkpoint=dict(surrogate_meta) if surrogate_meta else None,
             data=data_meta, status="running",
-            wall_time_s_previous=previous.get("wall_time_s_total", 0.0),
-            runs=int(previous.get("runs", 0)) + 1,
+            **resumption(previous),
         )
         atomic_write_json(run_path, meta)
         report = _run_tasks(defense, contract, x, y, plan, plans, targets, store, out, meta, seed=seed,

@@ -35,8 +35,8 @@ from ..validation import check_images, check_labels
 from ..seeding import derive_seed
 from .checks import output_stats, run_checks
 from .harness import (FORMAT, ConfigMismatchError, Report, _argmax, _as_defense, _fork, _no_grad, _predict, _progress,
-                      _scores, _unpack, clean_records, config_digest, config_versions, randomness_check, state_hash,
-                      tensor_hash, write_summary)
+                      _scores, _unpack, clean_records, config_digest, config_versions, randomness_check, resumption,
+                      state_hash, tensor_hash, write_summary)
 from .records import RecordStore
 from .report import RowPlan, summarize
 
@@ -137,7 +137,7 @@ def _reevaluate(defense: torch.nn.Module, contract: Contract, x: torch.Tensor, y
                         threat_descriptions={k: v for k, v in run.get("threat_descriptions", {}).items()
                                              if k in REUSABLE_THREATS},
                         checkpoint=run.get("checkpoint"), data=data_meta, status="running",
-                        wall_time_s_previous=previous.get("wall_time_s_total", 0.0))
+                        **resumption(previous))
     atomic_write_json(run_path, meta)
 
     for rec in diags:
