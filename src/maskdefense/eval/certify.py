@@ -109,7 +109,8 @@ def certify_dataset(
             bar.close()
         # the attacked images: the first n_attack, or (certified_only) the first n_attack certified at that size,
         # read from the certification records just completed; group "attack|<patch>|<start in that list>"
-        chosen = {p: _attacked(store, p, n_attack, attack_certified_only) for p in attacked}
+        certs = _cert_records(store) if attack_certified_only and attacked else None
+        chosen = {p: _attacked(certs, p, n_attack) for p in attacked}
         jobs = [(p, j) for p in attacked for j in range(0, len(chosen[p]), batch_size)
                 if f"attack|{p}|{j}" not in store.done_groups]
         bar = _progress(len(jobs), progress, "patch attack")
@@ -143,12 +144,12 @@ def _certify_batch(certifier: Certifier, x: torch.Tensor, y: torch.Tensor, s: in
              "time_s": round(per, 6)} for i, rec in enumerate(cert.records())]
 
 
-def _attacked(store: RecordStore, patch: int, n_attack: int, certified_only: bool) -> list[int]:
-    """The indices the patch attack runs on: the first ``n_attack`` images, or the first ``n_attack`` of those
-    certified at ``patch`` (by the run's certification records)."""
-    if not certified_only:
+def _attacked(certs: list[dict[str, Any]] | None, patch: int, n_attack: int) -> list[int]:
+    """The indices the patch attack runs on: the first ``n_attack`` images (``certs`` None), or the first
+    ``n_attack`` of those certified at ``patch`` by the run's certification records ``certs``."""
+    if certs is None:
         return list(range(n_attack))
-    return [r["idx"] for r in _cert_records(store) if r["certified"][str(patch)]][:n_attack]
+    return [r["idx"] for r in certs if r["certified"][str(patch)]][:n_attack]
 
 
 def _cert_records(store: RecordStore) -> list[dict[str, Any]]:
