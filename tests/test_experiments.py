@@ -248,6 +248,11 @@ def test_sweeps_quick_tables_come_from_the_harness_runs(runs, tmp_path):
     t2 = {(r["train"], r["test"]): r for r in data["rows"] if r["table"] == "2"}
     assert t2[(True, False)]["Benign"] == main_run["clean"]["base_clean_acc"]
     assert t2[(False, True)]["Benign"] == plain["clean"]["defense_clean_acc"]
+    # the provenance names the commits that computed the harness runs' records, and this command's wall time
+    commits = sorted({json.loads(p.read_text())["git_commit"][:7] for p in (out / "runs").glob("*/run.json")})
+    assert data["meta"]["record_commits"] == commits
+    assert f"- commits that computed the records: {', '.join(commits)}" in readme
+    assert f"- wall time of this command: {data['meta']['wall_time_s']} s" in readme
 
 
 def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from maskdefense.attacks import ATTACKS, AttackDef, ParamSpec, SpecError, parse_
 from maskdefense.defenses.base import Contract, Defense, NoDefense
 from maskdefense.ops.eot import log_mean_softmax
 from maskdefense.provenance import run_metadata as harness_run_metadata
+from maskdefense.eval.harness import record_commits
 from maskdefense.rundir import BusyError, exclusive
 from maskdefense.validation import InputError, check_images
 from maskdefense.eval import (
@@ -279,6 +280,8 @@ def test_resume_after_interruption_gives_identical_tables(trained, tmp_path, mon
     with open(out / "records.jsonl", "ab") as f:
         line = json.dumps({"key": "gray-box|x|0", "group": "attack|gray-box|x|0", "group_size": 8}).encode()
         f.write(line + b"\n" + line[:25])
+    monkeypatch.setattr("maskdefense.eval.harness.run_metadata",
+                        lambda *a, **kw: {**harness_run_metadata(*a, **kw), "git_commit": "later"})
     _run(model, x, y, out)
     assert _read(out) == _read(ref)
     keys = [r["key"] for r in RecordStore(out / "records.jsonl")]
@@ -289,6 +292,8 @@ def test_resume_after_interruption_gives_identical_tables(trained, tmp_path, mon
     assert [h["status"] for h in final["history"]] == ["running"]
     assert final["history"][0]["started"] == killed["started"]
     assert final["history"][0]["git_commit"] == killed["git_commit"]
+    assert killed["records_at_start"] == 0 and 0 < final["records_at_start"] < n_records
+    assert record_commits(final) == [killed["git_commit"], "later"]  # both computed records
 
 
 def test_rerun_of_a_finished_run_keeps_its_history(trained, tmp_path, monkeypatch):
@@ -301,8 +306,24 @@ def test_rerun_of_a_finished_run_keeps_its_history(trained, tmp_path, monkeypatc
     _run(model, x, y, out)  # nothing left to attack: the summary is rewritten, the records stay
     again = json.loads((out / "run.json").read_text())
     assert again["runs"] == 2 and again["git_commit"] == "later"
-    assert again["history"] == [{k: first[k] for k in ("git_commit", "started", "wall_time_s", "status", "records")}]
-    assert again["records"] == first["records"]
+    keys = ("git_commit", "started", "wall_time_s", "status", "records_at_start", "records")
+    assert again["history"] == [{k: first[k] for k in keys}]
+    assert again["records"] == first["records"] == again["records_at_start"]
+    assert record_commits(again) == [first["git_commit"]]  # the rerun computed nothing
+
+
+@pytest.mark.parametrize("history, last, commits", [
+    ([], {"git_commit": "a", "records_at_start": 0, "records": 5}, ["a"]),
+    ([], {"git_commit": "a", "records_at_start": 5, "records": 5}, []),
+    # killed runs (no final count) are judged by the next run's start; an unknown count credits the run
+    ([{"git_commit": "a", "records_at_start": 0, "records": None}, {"git_commit": "b", "records_at_start": 3}],
+     {"git_commit": "c", "records_at_start": 3, "records": 9}, ["a", "c"]),
+    ([{"git_commit": "a", "records": 4}], {"git_commit": "b", "records_at_start": 4, "records": 4}, ["a"]),
+    ([{"git_commit": "a", "status": "running"}], {"git_commit": "b", "records_at_start": 4, "records": 4}, ["a"]),
+    ([{"git_commit": "a", "records": 4}], {"git_commit": "a", "records_at_start": 4, "records": 8}, ["a"]),
+])
+def test_record_commits_names_the_runs_that_added_records(history, last, commits):
+    assert record_commits({**last, "history": history}) == commits
 
 
 def test_truncated_record_file_is_repaired(trained, tmp_path):

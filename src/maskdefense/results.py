@@ -58,8 +58,10 @@ def provenance_block(meta: dict[str, Any]) -> str:
         f"- command: `{meta.get('command')}`",
         f"- seed: {meta.get('seed')}",
         f"- git commit: {meta.get('git_commit')}",
+        *([f"- commits that computed the records: {', '.join(meta['record_commits'])}"]
+          if meta.get("record_commits") else []),
         f"- versions: {versions}",
-        f"- wall time: {meta.get('wall_time_s')} s",
+        f"- wall time of this command: {meta.get('wall_time_s')} s",
         f"- machine: {(meta.get('machine') or {}).get('cpus')} CPUs, {(meta.get('machine') or {}).get('platform')}",
     ]
     return "\n".join(lines) + "\n"

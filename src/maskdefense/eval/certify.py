@@ -96,7 +96,7 @@ def certify_dataset(
         store.open()
         meta = run_metadata(seed, command=command, config=config, config_hash=config_hash,
                             checkpoint=dict(checkpoint_meta) if checkpoint_meta else None, data=data_meta,
-                            status="running", **resumption(previous))
+                            status="running", **resumption(previous, store))
         atomic_write_json(run_path, meta)
         tasks = [s for s in range(0, n, batch_size) if f"cert|{s}" not in store.done_groups]
         bar = _progress(len(tasks), progress, "certify")

@@ -407,18 +407,37 @@ def open_run(out: Path, store: RecordStore, config: dict[str, Any], config_hash:
 
 
 #: What a run's ``history`` keeps of each earlier run into the same folder.
-_HISTORY_KEYS = ("git_commit", "started", "wall_time_s", "status", "records")
+_HISTORY_KEYS = ("git_commit", "started", "wall_time_s", "status", "records_at_start", "records")
 
 
-def resumption(previous: Mapping[str, Any]) -> dict[str, Any]:
+def resumption(previous: Mapping[str, Any], store: RecordStore) -> dict[str, Any]:
     """The run.json fields a run carries over from the previous run into its folder (``{}``: none): the wall
-    time so far, the number of runs, and ``history``, the commit, start, wall time and status of every earlier
-    run -- the records of a resumed run may come from several commits, and ``git_commit`` is only the last."""
+    time so far, the number of runs, the records found at its start (``store``, opened), and ``history``, the
+    commit, start, wall time, status and record counts of every earlier run -- the records of a resumed run may
+    come from several commits, and ``git_commit`` is only the last (:func:`record_commits` names them all)."""
     history = list(previous.get("history", []))
     if previous:
         history.append({k: previous.get(k) for k in _HISTORY_KEYS})
     return {"wall_time_s_previous": previous.get("wall_time_s_total", 0.0), "runs": int(previous.get("runs", 0)) + 1,
-            "history": history}
+            "records_at_start": store.n_records, "history": history}
+
+
+def record_commits(run: Mapping[str, Any]) -> list[str]:
+    """The commits of the runs that added records to a run folder, in run order, from its run.json (``history``
+    and the last run). A run added records if it ended (or the next run started) with more than it started
+    with; a count that was not recorded (a run killed before it finished is followed by none; runs before the
+    history existed) counts as added, so a commit is never left out, at worst named once too often."""
+    runs = [*run.get("history", []), run]
+    out: list[str] = []
+    for i, r in enumerate(runs):
+        start = r.get("records_at_start", runs[i - 1].get("records") if i else 0)
+        end = r.get("records")
+        if end is None and i + 1 < len(runs):
+            end = runs[i + 1].get("records_at_start")
+        added = start is None or end is None or int(end) > int(start)
+        if added and r.get("git_commit") and r["git_commit"] not in out:
+            out.append(r["git_commit"])
+    return out
 
 
 def evaluate(
@@ -597,7 +616,7 @@ def evaluate(
             sanity=sanity, checkpoint=dict(checkpoint_meta) if checkpoint_meta else None,
             surrogate_checkpoint=dict(surrogate_meta) if surrogate_meta else None,
             data=data_meta, status="running",
-            **resumption(previous),
+            **resumption(previous, store),
         )
         atomic_write_json(run_path, meta)
         report = _run_tasks(defense, contract, x, y, plan, plans, targets, store, out, meta, seed=seed,

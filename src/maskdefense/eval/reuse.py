@@ -137,7 +137,7 @@ def _reevaluate(defense: torch.nn.Module, contract: Contract, x: torch.Tensor, y
                         threat_descriptions={k: v for k, v in run.get("threat_descriptions", {}).items()
                                              if k in REUSABLE_THREATS},
                         checkpoint=run.get("checkpoint"), data=data_meta, status="running",
-                        **resumption(previous))
+                        **resumption(previous, store))
     atomic_write_json(run_path, meta)
 
     for rec in diags:

@@ -46,7 +46,7 @@ from ..papers.certify import (DS_BAND, DS_BLOCK, DS_THRESHOLD, GRID_CELL, GRID_R
 from ..provenance import atomic_write_text, run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import Preset, create_preset
-from .common import ensure_model
+from .common import ensure_model, harness_provenance
 
 Log = Callable[[str], None]
 
@@ -167,7 +167,7 @@ def certify_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
                 attack_steps=steps, attack_locations=locations,
                 models=models, grid_feasibility=grid, grid_cells=cells, published=[p.__dict__ for p in published(ds)],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                certify_wall_time_s_total=_wall(out, [r["run"] for r in rows]))
+                **harness_provenance(out / r["run"] for r in rows))
     _write(out, rows, meta)
     write_overview(out.parent)
     broken = [f"{r['run']} ({r['certified_broken']} at {r['attack_patch']}x{r['attack_patch']})"
@@ -190,11 +190,6 @@ def _attacked_text(runs: list[dict[str, Any]]) -> str:
                 "the attack breaks uncertified decisions.")
     return ("It ran on the first images of each run only (counts below); the uncertified images it broke show that "
             "it works.")
-
-
-def _wall(out: Path, names: list[str]) -> float:
-    return round(sum(float(json.loads((out / n / "run.json").read_text()).get("wall_time_s_total") or 0.0)
-                     for n in names if (out / n / "run.json").exists()), 1)
 
 
 def _patch_columns(patches: tuple[int, ...]) -> tuple[list[str], list[str]]:
@@ -252,7 +247,7 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
                 ("Every cell size and rate: the largest patch side the certificate allows at all (0: not even one "
                  "pixel; with every cell removed the vote is a constant). Certifying also needs the mask set "
                  "enumerated, `C(G, r)` copies per image:\n\n" + cells),
-                f"Wall time of the certification runs over all resumptions: {meta['certify_wall_time_s_total']} s."]
+                f"Wall time of the certification runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
     write_results(out, title=f"Certified robustness against patches: {ds}", intro=intro, sections=sections,
                   rows=rows, meta=meta)
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 from torch import nn
 
 from ..checkpoint import CheckpointError, components_of, load_components, load_model, read_metadata, read_sidecar
+from ..eval.harness import record_commits
 from ..provenance import atomic_write_json
 from ..training.presets import AutoencoderPreset, DenoiserPreset, PartPreset, Preset, SFMPreset, create_preset
 from ..training.loop import (
@@ -161,10 +162,14 @@ def training_summary(p: Preset | Mapping[str, Any]) -> str:
     return f"{d['epochs']} epochs, {d['optimizer']} lr {d['lr']:g}, {d['schedule']} schedule{start}"
 
 
-def harness_wall_time(run_dirs: Iterable[Path]) -> float:
-    """Total wall time of the harness runs in ``run_dirs`` (over all resumptions), from their run.json."""
-    return round(sum(float(json.loads((d / "run.json").read_text()).get("wall_time_s_total") or 0.0)
-                     for d in run_dirs if (d / "run.json").exists()), 1)
+def harness_provenance(run_dirs: Iterable[Path]) -> dict[str, Any]:
+    """What a study's meta says of the harness runs in ``run_dirs``, from their run.json: their total wall time
+    over all resumptions (``eval_wall_time_s_total``) and the commits that computed their records
+    (``record_commits``, short hashes, sorted; :func:`maskdefense.eval.harness.record_commits`), which
+    :func:`maskdefense.results.provenance_block` prints beside the commit of the command that wrote the README."""
+    runs = [json.loads((d / "run.json").read_text()) for d in run_dirs if (d / "run.json").exists()]
+    return {"eval_wall_time_s_total": round(sum(float(r.get("wall_time_s_total") or 0.0) for r in runs), 1),
+            "record_commits": sorted({c[:7] for r in runs for c in record_commits(r)})}
 
 
 def mean_defined(values: Iterable[float | None]) -> float | None:

@@ -36,7 +36,7 @@ from ..papers.remix import (CLASSIFIER_ACCURACY, EAD_BETA, FIG2_CLAIMS, K_ROUNDS
 from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import AutoencoderPreset, create_preset
-from .common import (MissingRunError, check_sections, checkpoint_record, ensure_model, harness_wall_time,
+from .common import (MissingRunError, check_sections, checkpoint_record, ensure_model, harness_provenance,
                      keep_training_records)
 
 Log = Callable[[str], None]
@@ -236,7 +236,7 @@ def fig2_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False, 
                 + [{**f.to_dict(), "run": name} for name, rep in reports.items() for f in rep.flags],
                 poster_claims=list(FIG2_CLAIMS), poster_classifier_accuracy=CLASSIFIER_ACCURACY.get(ds),
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time(
+                **harness_provenance(
                     [out / "attacks", out / f"budget-x{BUDGET_FACTOR}"]
                     + [out / f"defense-{k}" for k in reports if k != "none"]
                     + [out / f"budget-x{BUDGET_FACTOR}-{k}" for k in reports]))
@@ -459,7 +459,7 @@ def adaptive_study(out: str | Path, *, dataset: str = "mnist", quick: bool = Fal
                 **_models_record(record),
                 budget_check=budget_rows, flags=flags,
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time(
+                **harness_provenance(
                     [out / k / x for k in defenses for x in ("", L2_EXTRA)]
                     + [out / k / x / f"budget-x{BUDGET_FACTOR}{e}" for k in defenses for x in ("", L2_EXTRA)
                        for e in ("", "-eot", "-adaptive")]))

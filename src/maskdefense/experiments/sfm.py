@@ -81,7 +81,7 @@ from ..provenance import run_metadata
 from ..results import markdown_table, save_figure, write_results
 from ..training.presets import create_preset
 from .common import (MissingRunError, check_sections, checkpoint_record, ensure_model, ensure_sfm, flag_lines,
-                     harness_wall_time, keep_training_records)
+                     harness_provenance, keep_training_records)
 
 Log = Callable[[str], None]
 
@@ -409,7 +409,7 @@ def tables_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
                 attack_overrides=lab.overrides, budget_check=budget_rows,
                 flags=_flags(reports) + _budget_flags(budget_rows),
                 paper={f"table{TABLES[k][0]}": TABLES[k][1] for k in TABLES if k[0] == dataset},
-                eval_wall_time_s_total=harness_wall_time(p.parent for p in out.glob("**/run.json")))
+                **harness_provenance(p.parent for p in out.glob("**/run.json")))
     lab.finish(out, meta, t_start)
     _write_tables(out, rows, meta, dataset)
     return meta
@@ -543,7 +543,7 @@ def whitebox_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = F
                 budget_check=budget_rows, flags=_flags(reports) + bflags,
                 paper={"table7": WHITE_BOX.get(dataset),
                        "table2_ours": _paper_table(dataset, "gray-box")[1].get("Ours")},
-                eval_wall_time_s_total=harness_wall_time(p.parent for p in out.glob("**/run.json")))
+                **harness_provenance(p.parent for p in out.glob("**/run.json")))
     lab.finish(out, meta, t_start)
     _write_whitebox(out, rows, meta, [s.display for s in full], dataset)
     return meta
@@ -726,7 +726,7 @@ def w1_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = False, 
     meta.update(study=f"sfm-w1-{lab.ds}", source=str(source), w1=list(sweep), w1_paper=w1_paper, w2=w2, w3=w3,
                 epochs=lab.preset("sweep").epochs, main_epochs=lab.preset(f"sfm-{MAIN}").epochs,
                 budget_check=budget_rows, flags=_flags(reports) + bflags, paper_claims=list(FIG3_CLAIMS),
-                eval_wall_time_s_total=harness_wall_time(p.parent for p in out.glob("**/run.json")))
+                **harness_provenance(p.parent for p in out.glob("**/run.json")))
     lab.finish(out, meta, t_start)
     _write_w1(out, rows, meta)
     return meta

@@ -90,7 +90,7 @@ from ..provenance import run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import PartPreset, Preset, create_preset
 from ..training.tasks import segmentation_metrics
-from .common import check_sections, ensure_model, harness_wall_time, mean_defined
+from .common import check_sections, ensure_model, harness_provenance, mean_defined
 
 Log = Callable[[str], None]
 
@@ -255,7 +255,7 @@ def table6_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_di
                 thesis=TABLE6, thesis_settings=TABLE6_SETTINGS,
                 models=_keep_records(out, models), budget_check=budget_rows, flags=flags,
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time([out / p.name for p in presets.values()]
+                **harness_provenance([out / p.name for p in presets.values()]
                                                          + [out / p.name / f"budget-x{BUDGET_FACTOR}"
                                                             for p in presets.values()]))
     _write_table6(out, rows, meta)
@@ -471,7 +471,7 @@ def table7_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_di
                 thesis_claims=TABLE7_CLAIMS, budget_set=budget_set, models=_keep_records(out, models),
                 budget_check=budget_rows, flags=flags + [f.to_dict() for f in check_budget(budget_rows)],
                 data_note=_data_note(data_root), wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time(run_dirs))
+                **harness_provenance(run_dirs))
     _plot_roc(out, rows)
     _write_table7(out, rows, meta)
     return meta
@@ -756,7 +756,7 @@ def adaptive_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_
                 models=_keep_records(out, {ext_p.name: eck, clf_p[(cs, "ours")].name: ock,
                                            clf_p[(cs, "baseline")].name: bck}),
                 budget_check=budget_rows, flags=flags, data_note=_data_note(data_root),
-                wall_time_s=round(time.perf_counter() - t_start, 2), eval_wall_time_s_total=harness_wall_time(run_dirs))
+                wall_time_s=round(time.perf_counter() - t_start, 2), **harness_provenance(run_dirs))
     _write_adaptive(out, rows, meta)
     return meta
 

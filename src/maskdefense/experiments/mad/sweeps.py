@@ -32,7 +32,7 @@ from ...training.presets import Preset, create_preset
 from ...papers.mad import TABLE1, TABLE2, TABLE2_ATTACKS, TABLE3, TABLE3_CELLS, TABLE_SUITE
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
-from ..common import ensure_model, harness_wall_time, mean_defined, training_summary
+from ..common import ensure_model, harness_provenance, mean_defined, training_summary
 from .tables import CPU_OVERRIDES, QUICK_OVERRIDES
 
 Log = Callable[[str], None]
@@ -153,7 +153,7 @@ def sweep_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_dir
                          [p for _, _, p in plan.cells]},
                 eval_config_hashes={f"{k[0]}@test{k[1]}": v["config_hash"] for k, v in summaries.items()},
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time(runs_out.glob("*")))
+                **harness_provenance(runs_out.glob("*")))
     _write(out, plan, t1, t2, t3, t2_attacks, meta)
     return meta
 

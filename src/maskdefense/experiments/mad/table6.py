@@ -46,7 +46,7 @@ from ...papers.mad import SMOOTHING, TABLE6, TABLE6_CLAIM, TABLE6_CODE, TABLE6_N
 from ...provenance import run_metadata
 from ...results import markdown_table, pct, write_results
 from ...training.presets import create_preset
-from ..common import (check_sections, checkpoint_record, ensure_model, flag_lines, harness_wall_time,
+from ..common import (check_sections, checkpoint_record, ensure_model, flag_lines, harness_provenance,
                       keep_training_records, training_summary)
 from ..remix import build_magnet
 from .tables import CPU_OVERRIDES, QUICK_OVERRIDES
@@ -230,7 +230,7 @@ def table6_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fal
         clean_base=source.clean, mad_reference={k: v for k, v in (mad or {}).items() if k != "rows"} or None,
         budget_check=budget_rows or None, flags=flags, paper_code=TABLE6_CODE,
         wall_time_s=round(time.perf_counter() - t_start, 2),
-        eval_wall_time_s_total=harness_wall_time(
+        **harness_provenance(
             [out / "attacks-base", out / "magnet", out / "smoothing", *(out / k for k in NETWORKS),
              *(out / f"{k}-adaptive" for k in adaptive),
              *(out / d / f"budget-x{BUDGET_FACTOR}{e}" for d in (*NETWORKS, "magnet-adaptive",

@@ -29,7 +29,7 @@ from ...provenance import run_metadata
 from ...results import markdown_table, pct, save_figure, write_results
 from ...training.loop import predict_labels
 from ...seeding import seeded
-from ..common import budget_markdown, ensure_model, harness_wall_time, mean_defined
+from ..common import budget_markdown, ensure_model, harness_provenance, mean_defined
 
 Log = Callable[[str], None]
 
@@ -169,7 +169,7 @@ def table_study(out: str | Path, *, dataset: str = "mnist", quick: bool = False,
                 autoattack=[{k: r[k] for k in ("label", "name", "attack", "n", "n_correct", "defense_acc",
                                                "defense_std", "robust_acc", "samples_per_gradient")} for r in aa_rows],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
-                eval_wall_time_s_total=harness_wall_time(Path(out) / d for d in (
+                **harness_provenance(Path(out) / d for d in (
                     "eval", "eval-adaptive", "eval-autoattack", f"budget-x{BUDGET_FACTOR}", f"budget-x{BUDGET_FACTOR}-eot")))
     _write_table(out, rows, meta, report.clean, suite, mad_p, ds, [k for _, k in columns])
     return meta
