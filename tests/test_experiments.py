@@ -249,10 +249,21 @@ def test_sweeps_quick_tables_come_from_the_harness_runs(runs, tmp_path):
     assert t2[(True, False)]["Benign"] == main_run["clean"]["base_clean_acc"]
     assert t2[(False, True)]["Benign"] == plain["clean"]["defense_clean_acc"]
     # the provenance names the commits that computed the harness runs' records, and this command's wall time
-    commits = sorted({json.loads(p.read_text())["git_commit"][:7] for p in (out / "runs").glob("*/run.json")})
+    commits = sorted({json.loads(p.read_text())["git_commit"] for p in (out / "runs").glob("*/run.json")})
     assert data["meta"]["record_commits"] == commits
     assert f"- commits that computed the records: {', '.join(commits)}" in readme
     assert f"- wall time of this command: {data['meta']['wall_time_s']} s" in readme
+
+
+def test_harness_provenance_sums_the_runs_and_keeps_a_dirty_mark(tmp_path):
+    from maskdefense.experiments.common import harness_provenance
+
+    for name, commit, wall in (("a", "f" * 40 + "+dirty", 2.0), ("b", "e" * 40, 3.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps(
+            {"git_commit": commit, "records_at_start": 0, "records": 4, "wall_time_s_total": wall}))
+    got = harness_provenance([tmp_path / "a", tmp_path / "b", tmp_path / "missing"])
+    assert got == {"eval_wall_time_s_total": 5.5, "record_commits": ["e" * 40, "f" * 40 + "+dirty"]}
 
 
 def test_mad_table_svhn_on_a_stand_in(tmp_path, monkeypatch):

@@ -165,11 +165,12 @@ def training_summary(p: Preset | Mapping[str, Any]) -> str:
 def harness_provenance(run_dirs: Iterable[Path]) -> dict[str, Any]:
     """What a study's meta says of the harness runs in ``run_dirs``, from their run.json: their total wall time
     over all resumptions (``eval_wall_time_s_total``) and the commits that computed their records
-    (``record_commits``, short hashes, sorted; :func:`maskdefense.eval.harness.record_commits`), which
-    :func:`maskdefense.results.provenance_block` prints beside the commit of the command that wrote the README."""
+    (``record_commits``: :func:`maskdefense.eval.harness.record_commits`, sorted, as run.json wrote them, a
+    ``+dirty`` kept), which :func:`maskdefense.results.provenance_block` prints beside the commit of the command
+    that wrote the README."""
     runs = [json.loads((d / "run.json").read_text()) for d in run_dirs if (d / "run.json").exists()]
     return {"eval_wall_time_s_total": round(sum(float(r.get("wall_time_s_total") or 0.0) for r in runs), 1),
-            "record_commits": sorted({c[:7] for r in runs for c in record_commits(r)})}
+            "record_commits": sorted({c for r in runs for c in record_commits(r)})}
 
 
 def mean_defined(values: Iterable[float | None]) -> float | None:

@@ -256,8 +256,7 @@ def table6_study(out: str | Path, *, quick: bool = False, seed: int = 0, runs_di
                 models=_keep_records(out, models), budget_check=budget_rows, flags=flags,
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 **harness_provenance([out / p.name for p in presets.values()]
-                                                         + [out / p.name / f"budget-x{BUDGET_FACTOR}"
-                                                            for p in presets.values()]))
+                                     + [out / p.name / f"budget-x{BUDGET_FACTOR}" for p in presets.values()]))
     _write_table6(out, rows, meta)
     return meta
 
