@@ -491,6 +491,10 @@ def test_reproduce_certify_quick(tmp_path, capsys):
     readme = (out / "README.md").read_text()
     assert "certified broken" in readme and "can certify?" in readme and "largest patch side" in readme
     assert (out / "certified_vs_patch.png").is_file()
+    kept = sorted(p.name for p in (out / "checkpoints").glob("*.json"))  # the training records of every base model
+    assert kept == sorted(data["meta"]["training_records"])
+    assert len(kept) == len({r["model_preset"] for r in rows.values()})
+    assert all("history" in json.loads((out / "checkpoints" / k).read_text()) for k in kept)
     overview = (tmp_path / "results" / "certify" / "overview.md").read_text()
     assert "(../certify-quick/README.md)" in overview  # the link resolves from results/certify/
     assert not (tmp_path / "results" / "certify" / "README.md").exists()  # the hand-written verdict's place

@@ -46,7 +46,7 @@ from ..papers.certify import (DS_BAND, DS_BLOCK, DS_THRESHOLD, GRID_CELL, GRID_R
 from ..provenance import atomic_write_text, run_metadata
 from ..results import markdown_table, pct, save_figure, write_results
 from ..training.presets import Preset, create_preset
-from .common import ensure_model, harness_provenance
+from .common import ensure_model, harness_provenance, keep_training_records
 
 Log = Callable[[str], None]
 
@@ -129,13 +129,14 @@ def certify_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
     meta = run_metadata(seed)
     ds = "digits" if quick else dataset
     out = Path(out)
-    rows, models = [], {}
+    rows, models, metas = [], {}, {}
     steps, locations = (2, 2) if quick else (20, 8)
     for r in plan(ds):
         n = min(r.n, limit) if limit else r.n
         preset = _quick_preset(r.preset) if quick else create_preset(r.preset)
         model, ck = ensure_model(preset, runs_dir, seed=seed, data_root=data_root, log=log)
         models[r.preset] = {k: ck.get(k) for k in ("arch", "arch_kwargs", "sha256", "test_accuracy", "training_key")}
+        metas[r.preset] = ck
         test = load_dataset(ds, "test", root=data_root, limit=n)
         certifier = build_certifier(r.spec, model.eval())
         log(f"[certify] {r.name}: {r.spec} on {n} {ds} test images, patches {list(r.patches)}")
@@ -165,7 +166,8 @@ def certify_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = Fa
              for c in range(1, size) if size % c == 0 and (size // c) ** 2 >= 4 for rate in FEASIBILITY_RATES]
     meta.update(study=f"certify-{ds}", dataset=ds, patches=list(PATCHES[ds]), runs=[r.__dict__ for r in plan(ds)],
                 attack_steps=steps, attack_locations=locations,
-                models=models, grid_feasibility=grid, grid_cells=cells, published=[p.__dict__ for p in published(ds)],
+                models=models, training_records=keep_training_records(out, metas.values()), grid_feasibility=grid,
+                grid_cells=cells, published=[p.__dict__ for p in published(ds)],
                 wall_time_s=round(time.perf_counter() - t_start, 2),
                 **harness_provenance(out / r["run"] for r in rows))
     _write(out, rows, meta)
@@ -247,6 +249,7 @@ def _write(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
                 ("Every cell size and rate: the largest patch side the certificate allows at all (0: not even one "
                  "pixel; with every cell removed the vote is a constant). Certifying also needs the mask set "
                  "enumerated, `C(G, r)` copies per image:\n\n" + cells),
+                "Training records of the models (per-epoch history and seconds, no weights): `checkpoints/`.",
                 f"Wall time of the certification runs over all resumptions: {meta['eval_wall_time_s_total']} s."]
     write_results(out, title=f"Certified robustness against patches: {ds}", intro=intro, sections=sections,
                   rows=rows, meta=meta)
