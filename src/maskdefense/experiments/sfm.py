@@ -16,7 +16,8 @@ from its harness records; results in ``results/<name>-<dataset>/``):
   same stored examples: their attacker knows the classifier, not the squeezing), and against masker +
   classifier for each SFM-Defense variant (each has its own masker and classifier: its own attack).
 * ``sfm-whitebox``: Table 7 and beyond: the adaptive attacker (BPDA through the preprocessing, EOT over TVM's
-  randomness) on SFM-Defense (main preprocessing), FS and TVM, with APGD-CE and the gradient-free Square.
+  randomness) on SFM-Defense (main preprocessing), FS and TVM (the paper's attacks on all three), with
+  APGD-CE and the gradient-free Square on SFM-Defense and FS.
 * ``sfm-cost``: Table 8 as ratios to the undefended model: training seconds from the training records,
   defending time from timed passes.
 * ``sfm-w1``: Figure 3, the sweep of w1 (short training per point); ``sfm-ablation``: Figure 5, the loss
@@ -36,9 +37,10 @@ sfm-tables      black box n=500: 6 attacks on the surrogate (~5 min), 7 reevalua
                 gray box n=300: on Vanilla (~3 min, FS/TVM reevaluated), on each SFM's masker +
                 classifier (~7 min each); budget check on the first 100 (PGD, MIM, Diverse at 16/255 on
                 the surrogate ~2 min; PGD-16 and CW on Vanilla ~3.5 min and on SFM main ~8.5 min)
-sfm-whitebox    SFM main n=100: suite + APGD-CE (50 iterations) + Square (500 queries) ~6 min, budget    ~40 min
+sfm-whitebox    SFM main n=100: suite + APGD-CE (50 iterations) + Square (500 queries) ~6 min, budget    ~2 h 10
                 check of each attack ~12-22 min (CW x2 and APGD x2 are 4x: steps and restarts or binary
-                search); FS main n=100 ~40% of that; TVM n=50, FGSM and PGD (8 draws per gradient) ~6 min
+                search); FS main n=100 ~40% of that; TVM n=50, the suite (8 draws per gradient) ~16 min,
+                its budget check ~1 h 30 (CW x2 is 8x: binary search, steps and EOT draws)
 sfm-cost        timed passes over 2000 test images x 8 defenses x 3 rounds                              ~3 min
 sfm-w1          4 points x 1 epoch of Algorithm 1 (~6.5 min) + gray-box PGD-8 n=200 (~1 min) per         ~32 min
                 point, black box on the stored examples; budget check at w1 = 2.5e-3 (~2 min)
@@ -46,9 +48,9 @@ sfm-ablation    2 more points of 1 epoch (w2 = 0, w3 = 0; "complete" is the w1 =
 sfm-samples     one figure                                                                             < 1 min
 ==============  =====================================================================================  ========
 
-About 5 h 20 with ``bench/bench_sfm.py`` (~2 min). The bit-depth and non-local means variants cost ~2 h of it
-(their training, ~1 h 45, and gray-box rows): without them (``VARIANTS``) the issue takes ~3 h 25; without the
-non-local means one alone (4 epochs, the weakest trained) ~4 h 20.
+About 6 h 50 with ``bench/bench_sfm.py`` (~2 min). The bit-depth and non-local means variants cost ~2 h of it
+(their training, ~1 h 45, and gray-box rows): without them (``VARIANTS``) the issue takes ~4 h 55; without the
+non-local means one alone (4 epochs, the weakest trained) ~5 h 50.
 """
 
 from __future__ import annotations
@@ -518,7 +520,7 @@ def whitebox_study(out: str | Path, *, dataset: str = "cifar10", quick: bool = F
     gray = lab.specs("suite:sfm-graybox")
     full = lab.specs([*gray, *_labelled(WHITE_EXTRA)])
     plan = {f"sfm-{MAIN}": (full, lab.size("white", limit)), f"fs-{MAIN}": (full, lab.size("white", limit)),
-            "tvm": ([s for s in gray if s.name != "cw-l2"], lab.size("white_tvm", limit))}
+            "tvm": (gray, lab.size("white_tvm", limit))}
     test = lab.test(max(n for _, n in plan.values()))
     common = lab.common(meta)
     sanity = "pgd-linf:eps=0.5,steps=3" if quick else "pgd-linf:eps=0.5"
@@ -588,9 +590,9 @@ def _write_whitebox(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
         "the name; CW L2 unbounded), and beyond the paper APGD-CE (AutoAttack's step-size-free PGD, 50 iterations) "
         "and Square (gradient-free, 500 queries): a gradient-free attack beating the gradient ones would mean the "
         "BPDA gradient is poor (flagged). "
-        f"First {n[f'sfm-{MAIN}']} test images for SFM-Defense and FS, {n['tvm']} for TVM with FGSM and PGD only "
-        f"(every gradient costs {meta['tvm_draws']} draws of TVM; x2 budget and EOT in the check). Robust accuracy "
-        "over all n images.")
+        f"First {n[f'sfm-{MAIN}']} test images for SFM-Defense and FS, {n['tvm']} for TVM with the paper's attacks "
+        f"only, without APGD-CE and Square (every gradient costs {meta['tvm_draws']} draws of TVM; x2 budget and EOT "
+        "in the check). Robust accuracy over all n images.")
     if meta.get("attack_overrides"):
         intro += f" **Quick run**: attacks shortened (`{meta['attack_overrides']}`)."
     sections = ["## Table 7 and beyond", table, "![white box](whitebox.png)", "## The adaptive target", spg,
