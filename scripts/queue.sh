@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/recipe_rerun.sh table4 clean recipe archive train4  # CPU training recipe: MAD CIFAR-10 results [~0.5]
 bash scripts/remix_run.sh                                 # REMIX and MagNet (adaptive step left)       [~5.5]
-bash scripts/sfm_run.sh                                   # SFM-Defense                                [~5.3]
+bash scripts/sfm_run.sh                                   # SFM-Defense                                [~6.8]
 bash scripts/unmask_run.sh                                # UNMASK with feature-denoising blocks       [~6.3]
 bash scripts/baselines_run.sh                             # MAD's Table 6 baselines                    [~6.0]
 bash scripts/certify_run.sh                               # certification                              [~3.2]
