@@ -255,6 +255,25 @@ def test_small_studies_quick_write_their_folder_and_resume(study, quick, monkeyp
     _again_without_work(study, base, runs, monkeypatch)
 
 
+def test_cost_training_ratio_takes_each_run_s_median_epoch(quick, monkeypatch, tmp_path):
+    """Table 8's training ratio at equal epochs from the median epoch of each run: one epoch slowed by other
+    work (10 s among 1 s epochs) leaves it where the run's typical epoch puts it (mean: 4 s -> ratio 1.5)."""
+    import maskdefense.experiments.sfm as sfm
+
+    base, runs = quick
+    calls: list[str] = []  # the classifier's record is read first, then each masker's
+
+    def seconds(meta):
+        calls.append(meta["path"])
+        return [1.0, 10.0, 1.0] if len(calls) == 1 else [2.0, 2.0, 2.0]
+
+    monkeypatch.setattr(sfm, "_history_seconds", seconds)
+    data = sfm.cost_study(tmp_path / "cost", quick=True, runs_dir=runs, log=lambda *a: None)
+    assert data["training"][0]["epoch_minutes"] == pytest.approx(1 / 60)
+    assert [t["ratio_equal_epochs"] for t in data["training"][1:]] == pytest.approx([3.0] * 3)
+    assert len(set(calls)) == 4  # four different training records: classifier and three maskers
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("study", ["sfm-whitebox", "sfm-w1"])
 def test_attack_studies_quick_every_number_is_the_harness_s_and_they_resume(study, quick, monkeypatch):
